@@ -1,0 +1,143 @@
+"""From a specification and data to a PyMC model: the contract every model family meets.
+
+A model family (the decoupling model of :mod:`pathlock.spec`, the
+Markov-switching regressions of :mod:`pathlock.msreg`) turns its spec and
+validated data into a :class:`Built`: the ``pm.Model`` with labelled coords and
+stably named variables, plus the three symbolic regime inputs of the
+forward-backward kernel.  Everything downstream (fit, analysis,
+interventions) goes through this contract and never through a family's
+internals.  This module does not know how any family builds its graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import pymc as pm
+import pytensor.tensor as pt
+
+__all__ = ["Built", "ModelSpec", "ModelData", "build_model", "loglike", "register_family"]
+
+
+@dataclass(frozen=True)
+class Built:
+    """A built model and the symbolic inputs of its regime kernel.
+
+    Attributes
+    ----------
+    model : pm.Model
+        The model, with coords for ``unit``, ``time``, ``regime`` (and
+        ``indicator``, ``signal`` where they exist) carrying the user's labels.
+    log_init : TensorVariable (unit or 1, regime)
+        Initial regime log-probabilities.
+    log_trans : TensorVariable (unit or 1, time or 1, regime, regime)
+        ``log P(S_t = j | S_(t-1) = i)``.
+    log_emit : TensorVariable (unit, time, regime)
+        Log-density of everything observed at ``t`` given regime ``k`` (and
+        the continuous latent state); zero where nothing was observed, so the
+        kernel's predictive log-density is the pointwise log-likelihood
+        ``log p(y_t | y_1..t-1)``.
+    extras : dict
+        Family-specific symbolic quantities (e.g. ``"constraint"``), each a
+        TensorVariable, which analysis may evaluate per posterior draw.
+    """
+
+    model: pm.Model
+    log_init: pt.TensorVariable
+    log_trans: pt.TensorVariable
+    log_emit: pt.TensorVariable
+    extras: Mapping[str, pt.TensorVariable] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ModelData(Protocol):
+    """Validated data a family accepts; round-trips through an xarray Dataset."""
+
+    def to_dataset(self) -> Any:
+        """Return an ``xarray.Dataset`` with the observed data and its coords."""
+        ...
+
+
+@runtime_checkable
+class ModelSpec(Protocol):
+    """What every model specification provides."""
+
+    family: str
+
+    def build(self, data: Any) -> Built:
+        """Return the built model for validated or raw data."""
+        ...
+
+    def prepare_data(self, data: Any) -> ModelData:
+        """Validate raw input (DataFrame, path, data object) into the family's data object."""
+        ...
+
+    def data_from_dataset(self, ds: Any) -> ModelData:
+        """Rebuild the data object from :meth:`ModelData.to_dataset` output."""
+        ...
+
+    def loglike(self, data: Any, params: Mapping[str, Any]) -> float:
+        """Marginal log-likelihood at named parameter values (natural scale)."""
+        ...
+
+    def to_toml(self) -> str:
+        """Serialise the spec as TOML text (with ``schema_version`` and ``family``)."""
+        ...
+
+
+_FAMILIES: dict[str, type] = {}
+
+
+def register_family(name: str, spec_cls: type) -> None:
+    """Register a spec class under its ``family`` name (used when loading saved fits)."""
+    _FAMILIES[name] = spec_cls
+
+
+def spec_class(name: str) -> type:
+    """Return the spec class registered for ``name``; the error lists the known families."""
+    from pathlock.errors import SpecError
+
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise SpecError(
+            f"unknown model family {name!r}; known families: {sorted(_FAMILIES)}"
+        ) from None
+
+
+def build_model(spec: ModelSpec, data: Any) -> pm.Model:
+    """Build the PyMC model for ``spec`` on ``data``.
+
+    Parameters
+    ----------
+    spec : Spec or MarkovSwitching
+        A model specification.
+    data : data object, DataFrame or path
+        Anything ``spec.prepare_data`` accepts.
+
+    Returns
+    -------
+    pm.Model
+        A model the user may extend inside ``with model:``.
+    """
+    return spec.build(spec.prepare_data(data)).model
+
+
+def loglike(spec: ModelSpec, data: Any, params: Mapping[str, Any]) -> float:
+    """Marginal log-likelihood of ``data`` at named parameters in their natural scale.
+
+    Parameters
+    ----------
+    spec : Spec or MarkovSwitching
+    data : data object, DataFrame or path
+    params : mapping
+        Parameter values by name, e.g. ``{"const": [1.16, -0.36], "sigma2": 0.59, ...}``.
+
+    Returns
+    -------
+    float
+        The log-likelihood, summed over units.
+    """
+    return float(spec.loglike(spec.prepare_data(data), params))

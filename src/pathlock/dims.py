@@ -1,0 +1,42 @@
+"""The dims contract: the only place where pathlock spells dimension names.
+
+Coords always carry the user's labels (dates, unit ids, regime names); positions
+live only inside kernels.  Sample dims are ``("chain", "draw")``; scenario
+outputs add ``scenario``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CHAIN",
+    "DRAW",
+    "SAMPLE_DIMS",
+    "UNIT",
+    "TIME",
+    "REGIME",
+    "REGIME_FROM",
+    "REGIME_TO",
+    "INDICATOR",
+    "SIGNAL",
+    "EXPOSURE",
+    "SCENARIO",
+    "PATH",
+    "LAG",
+    "EXOG",
+]
+
+CHAIN = "chain"
+DRAW = "draw"
+SAMPLE_DIMS: tuple[str, str] = (CHAIN, DRAW)
+UNIT = "unit"
+TIME = "time"
+REGIME = "regime"
+REGIME_FROM = "regime_from"
+REGIME_TO = "regime_to"
+INDICATOR = "indicator"
+SIGNAL = "signal"
+EXPOSURE = "exposure"
+SCENARIO = "scenario"
+PATH = "path"
+LAG = "lag"
+EXOG = "exog"
