@@ -1,0 +1,546 @@
+"""Sampling, convergence checks, DataTree assembly, and saving and loading fits.
+
+This module turns a spec and data into a :class:`Fit`: it builds the model
+through the :class:`~pathlock.build.Built` contract, samples it with nutpie
+(numba backend) or PyMC's NUTS, adds the observed and constant data and the
+pointwise log-likelihood to the DataTree, warns about divergences and R-hat,
+and round-trips the whole result through one netCDF file.  Posterior
+analysis lives in :mod:`pathlock.analysis`; ``Fit``'s methods delegate there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytensor
+import xarray as xr
+from numpy.typing import NDArray
+
+from pathlock import dims
+from pathlock.build import Built, ModelSpec, spec_class
+from pathlock.errors import PathlockError, ResultFileError
+from pathlock.hmm import ForwardBackwardResult, _forward_backward, _standardise
+
+__all__ = ["Fit", "fit", "load_fit", "FILE_FORMAT_VERSION", "ConvergenceWarning"]
+
+#: Version of the on-disk layout written by :meth:`Fit.save`; bump on breaking changes.
+FILE_FORMAT_VERSION = 1
+
+Sampler = Literal["nutpie", "pymc"]
+
+
+class ConvergenceWarning(UserWarning):
+    """Divergences or R-hat above the threshold in a fit."""
+
+
+@dataclass(frozen=True)
+class RegimeInputs:
+    """Per-draw numeric inputs of the regime kernel, sample dims flattened first.
+
+    Attributes
+    ----------
+    log_init : ndarray (sample, unit or 1, regime)
+    log_trans : ndarray (sample, unit or 1, time or 1, regime, regime)
+    log_emit : ndarray (sample, unit, time, regime)
+    extras : dict of ndarray (sample, ...)
+    n_chains, n_draws : int
+        Shape of the sample dims before flattening (``sample = chain * n_draws + draw``).
+    """
+
+    log_init: NDArray[np.float64]
+    log_trans: NDArray[np.float64]
+    log_emit: NDArray[np.float64]
+    extras: Mapping[str, NDArray[np.float64]]
+    n_chains: int
+    n_draws: int
+
+    def kernel_arrays(
+        self,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Fold sample and unit axes into the kernel's unit axis: (S*U, ...)."""
+        s, u, t, k = self.log_emit.shape
+        li = np.broadcast_to(self.log_init, (s, u, k)).reshape(s * u, k)
+        lt = self.log_trans
+        lt = np.broadcast_to(lt, (s, u) + lt.shape[2:]).reshape((s * u,) + lt.shape[2:])
+        return li, lt, self.log_emit.reshape(s * u, t, k)
+
+
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """A fitted model: the DataTree, the spec, the data and the built model.
+
+    Attributes
+    ----------
+    idata : xarray.DataTree
+        Groups ``posterior``, ``sample_stats``, ``observed_data``,
+        ``constant_data`` and ``log_likelihood`` (variable ``y`` with dims
+        (chain, draw, unit, time): ``log p(y_t | y_1..t-1)``).
+    spec : ModelSpec
+        The specification that was fitted.
+    data : data object
+        The validated data.
+    built : Built
+        The model and the symbolic regime inputs (rebuilt on load).
+    """
+
+    idata: xr.DataTree
+    spec: ModelSpec
+    data: Any
+    built: Built
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- kernel inputs -------------------------------------------------
+    @property
+    def regime_names(self) -> list[str]:
+        """The regime labels, in the model's order (tracking first)."""
+        return [str(r) for r in self.built.model.coords[dims.REGIME]]
+
+    def regime_inputs(self) -> RegimeInputs:
+        """Evaluate the kernel's inputs (and ``Built.extras``) at every posterior draw.
+
+        Returns
+        -------
+        RegimeInputs
+            NumPy arrays with the flattened (chain, draw) sample axis first.
+        """
+        if "regime_inputs" not in self._cache:
+            self._cache["regime_inputs"] = _evaluate_per_draw(self.built, self.idata)
+        return self._cache["regime_inputs"]
+
+    def forward_backward(self) -> ForwardBackwardResult:
+        """Forward-backward at every draw; arrays have (chain * draw * unit) leading.
+
+        Returns
+        -------
+        ForwardBackwardResult
+            Reshape with ``(n_chains, n_draws, n_units, ...)`` to restore sample dims.
+        """
+        if "forward_backward" not in self._cache:
+            ri = self.regime_inputs()
+            li, lt, le = _standardise(*ri.kernel_arrays(), validate=False)
+            logc, filt, smooth, pair = _forward_backward(li, lt, le)
+            self._cache["forward_backward"] = ForwardBackwardResult(
+                logc.sum(axis=1), logc, filt, smooth, pair
+            )
+        return self._cache["forward_backward"]
+
+    # -- analysis (pathlock.analysis) -----------------------------------
+    def regime_probabilities(
+        self, kind: Literal["smoothed", "filtered"] = "smoothed", *, average: bool = False
+    ) -> xr.DataArray:
+        """Regime probabilities; see :func:`pathlock.analysis.regime_probabilities`."""
+        from pathlock import analysis
+
+        return analysis.regime_probabilities(self, kind=kind, average=average)
+
+    def regime_paths(self, n: int = 1, seed: int | None = None) -> xr.DataArray:
+        """FFBS regime paths; see :func:`pathlock.analysis.regime_paths`."""
+        from pathlock import analysis
+
+        return analysis.regime_paths(self, n=n, seed=seed)
+
+    def decoupling_time(self, **kwargs: Any) -> Any:
+        """Decoupling time posterior; see :func:`pathlock.analysis.decoupling_time`."""
+        from pathlock import analysis
+
+        return analysis.decoupling_time(self, **kwargs)
+
+    def hidden_constraint(self, **kwargs: Any) -> Any:
+        """Feedback gap over time; see :func:`pathlock.analysis.hidden_constraint`."""
+        from pathlock import analysis
+
+        return analysis.hidden_constraint(self, **kwargs)
+
+    def early_warning(self, threshold: float = 0.8, **kwargs: Any) -> Any:
+        """Filtered decoupling alarm; see :func:`pathlock.analysis.early_warning`."""
+        from pathlock import analysis
+
+        return analysis.early_warning(self, threshold=threshold, **kwargs)
+
+    def summary(self, **kwargs: Any) -> Any:
+        """Parameter table; see :func:`pathlock.analysis.summary`."""
+        from pathlock import analysis
+
+        return analysis.summary(self, **kwargs)
+
+    # -- persistence ---------------------------------------------------
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the fit, its spec, data and package version to one netCDF file.
+
+        Parameters
+        ----------
+        path : path-like
+            Target file (``.nc``).
+        overwrite : bool
+            Replace an existing file; otherwise an existing file is an error.
+
+        Returns
+        -------
+        Path
+            The written file.  The write goes to a temporary file first and is
+            renamed into place, so an interrupted save leaves no partial file.
+        """
+        from pathlock import __version__
+
+        target = Path(path)
+        if target.exists() and not overwrite:
+            raise ResultFileError(f"{target} exists; pass overwrite=True to replace it")
+        tree = self.idata.copy()
+        tree.attrs = dict(tree.attrs)
+        tree.attrs.update(
+            pathlock_version=__version__,
+            pathlock_file_format=FILE_FORMAT_VERSION,
+            pathlock_family=self.spec.family,
+            pathlock_spec=self.spec.to_toml(),
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".nc.part", dir=target.parent)
+        os.close(fd)
+        try:
+            tree.to_netcdf(tmp, engine="h5netcdf")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+
+def load_fit(path: str | os.PathLike[str]) -> Fit:
+    """Load a fit written by :meth:`Fit.save`.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    Fit
+        With the spec and data restored and the model rebuilt.
+
+    Raises
+    ------
+    ResultFileError
+        The file is missing, is not a pathlock fit, or was written by an
+        incompatible file-format version.
+    """
+    from pathlock import __version__
+
+    p = Path(path)
+    if not p.exists():
+        raise ResultFileError(f"no fit file at {p}")
+    try:
+        tree = xr.open_datatree(p, engine="h5netcdf").load()
+    except Exception as exc:  # noqa: BLE001 - any reader failure means the same to the user
+        raise ResultFileError(f"{p} is not a readable netCDF fit file: {exc}") from exc
+    attrs = tree.attrs
+    if "pathlock_file_format" not in attrs:
+        raise ResultFileError(f"{p} was not written by pathlock (no 'pathlock_file_format' attr)")
+    found = int(attrs["pathlock_file_format"])
+    if found != FILE_FORMAT_VERSION:
+        raise ResultFileError(
+            f"{p} uses file format {found} (written by pathlock {attrs.get('pathlock_version')}); "
+            f"this pathlock {__version__} reads format {FILE_FORMAT_VERSION}. Refit, or load it "
+            f"with pathlock {attrs.get('pathlock_version')}."
+        )
+    cls = spec_class(str(attrs["pathlock_family"]))
+    spec = cls.from_toml_string(str(attrs["pathlock_spec"]))
+    data_ds = _data_dataset(tree)
+    data = spec.data_from_dataset(data_ds)
+    built = spec.build(data)
+    return Fit(idata=tree, spec=spec, data=data, built=built)
+
+
+def _data_dataset(tree: xr.DataTree) -> xr.Dataset:
+    parts = [tree[g].to_dataset() for g in ("observed_data", "constant_data") if g in tree]
+    ds = xr.merge(parts, compat="override", join="outer") if parts else xr.Dataset()
+    ds.attrs = dict(tree["observed_data"].attrs) if "observed_data" in tree else {}
+    return ds
+
+
+def fit(
+    spec: ModelSpec,
+    data: Any,
+    *,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    seed: int | None = None,
+    sampler: Sampler | None = None,
+    target_accept: float | None = None,
+    cores: int | None = None,
+    progress: bool = False,
+    check: bool = True,
+) -> Fit:
+    """Fit ``spec`` to ``data`` by NUTS with the regimes marginalised.
+
+    Parameters
+    ----------
+    spec : Spec or MarkovSwitching
+    data : data object, DataFrame or path
+        Anything ``spec.prepare_data`` accepts.
+    draws, tune, chains : int, optional
+        Defaults from the spec's sampler options, else 1000, 1000, 4.
+    seed : int, optional
+        Seed for the sampler; the same seed gives the same draws.
+    sampler : {"nutpie", "pymc"}, optional
+        nutpie with its numba backend (default) or PyMC's NUTS.
+    target_accept : float, optional
+        Target acceptance rate (default from the spec, else the sampler's 0.8).
+    cores : int, optional
+        Chains run in parallel on this many cores (default: all).
+    progress : bool
+        Show a progress bar.
+    check : bool
+        Warn (:class:`ConvergenceWarning`) about divergences and R-hat > 1.01,
+        naming the worst parameters.
+
+    Returns
+    -------
+    Fit
+
+    Raises
+    ------
+    PathlockError
+        Bad arguments, raised before anything is compiled.
+    """
+    opts = _sampler_options(spec)
+    draws = int(draws if draws is not None else opts.get("draws", 1000))
+    tune = int(tune if tune is not None else opts.get("tune", 1000))
+    chains = int(chains if chains is not None else opts.get("chains", 4))
+    sampler = sampler if sampler is not None else opts.get("sampler", "nutpie")
+    if target_accept is None:
+        target_accept = opts.get("target_accept")
+    if sampler not in ("nutpie", "pymc"):
+        raise PathlockError(f"sampler must be one of ['nutpie', 'pymc']; found {sampler!r}")
+    for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
+        if value < low:
+            raise PathlockError(f"{name} must be at least {low}; found {value}")
+    if sampler == "nutpie" and tune < 1:
+        raise PathlockError("tune must be at least 1 with the nutpie sampler; found 0")
+    if target_accept is not None and not 0 < float(target_accept) < 1:
+        raise PathlockError(f"target_accept must lie in (0, 1); found {target_accept}")
+
+    prepared = spec.prepare_data(data)
+    built = spec.build(prepared)
+    if sampler == "nutpie":
+        tree = _sample_nutpie(built, draws, tune, chains, seed, target_accept, cores, progress)
+    else:
+        tree = _sample_pymc(built, draws, tune, chains, seed, target_accept, cores, progress)
+
+    tree = _assemble(tree, prepared)
+    result = Fit(idata=tree, spec=spec, data=prepared, built=built)
+    fb = result.forward_backward()
+    n_chains, n_draws = tree.posterior.sizes[dims.CHAIN], tree.posterior.sizes[dims.DRAW]
+    ll = fb.predictive_log_density.reshape(n_chains, n_draws, *fb.predictive_log_density.shape[-1:])
+    ll = ll.reshape(n_chains, n_draws, -1, ll.shape[-1])
+    coords = {
+        dims.CHAIN: tree.posterior[dims.CHAIN].values,
+        dims.DRAW: tree.posterior[dims.DRAW].values,
+        dims.UNIT: np.asarray(built.model.coords[dims.UNIT]),
+        dims.TIME: _time_coord(built),
+    }
+    tree["log_likelihood"] = xr.DataTree(
+        xr.Dataset({"y": ((dims.CHAIN, dims.DRAW, dims.UNIT, dims.TIME), ll)}, coords=coords)
+    )
+    if check:
+        check_convergence(tree)
+    return result
+
+
+def _time_coord(built: Built) -> Any:
+    return np.asarray(built.model.coords[dims.TIME])
+
+
+def _sampler_options(spec: Any) -> dict[str, Any]:
+    opts = getattr(spec, "sampler", None)
+    if opts is None:
+        return {}
+    if isinstance(opts, Mapping):
+        return dict(opts)
+    if hasattr(opts, "__dataclass_fields__"):
+        return {k: getattr(opts, k) for k in opts.__dataclass_fields__ if getattr(opts, k) is not None}
+    return {}
+
+
+def _sample_nutpie(
+    built: Built,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed: int | None,
+    target_accept: float | None,
+    cores: int | None,
+    progress: bool,
+) -> xr.DataTree:
+    import nutpie
+
+    with warnings.catch_warnings():
+        # An object-mode fallback would be silently 100x slower: make it loud.
+        warnings.filterwarnings("error", message="Numba will use object mode")
+        compiled = nutpie.compile_pymc_model(built.model, backend="numba")
+    kwargs: dict[str, Any] = {}
+    if target_accept is not None:
+        kwargs["target_accept"] = float(target_accept)
+    if cores is not None:
+        kwargs["cores"] = int(cores)
+    return nutpie.sample(
+        compiled,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        save_warmup=False,
+        progress_bar=progress,
+        **kwargs,
+    )
+
+
+def _sample_pymc(
+    built: Built,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed: int | None,
+    target_accept: float | None,
+    cores: int | None,
+    progress: bool,
+) -> xr.DataTree:
+    import pymc as pm
+
+    kwargs: dict[str, Any] = {}
+    if target_accept is not None:
+        kwargs["target_accept"] = float(target_accept)
+    return pm.sample(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=cores if cores is not None else min(chains, os.cpu_count() or 1),
+        random_seed=seed,
+        progressbar=progress,
+        nuts_sampler="pymc",
+        compute_convergence_checks=False,
+        model=built.model,
+        **kwargs,
+    )
+
+
+def _assemble(tree: xr.DataTree, data: Any) -> xr.DataTree:
+    keep = {g: tree[g].to_dataset() for g in ("posterior", "sample_stats") if g in tree}
+    if "diverging" not in keep["sample_stats"]:
+        raise PathlockError("sampler returned no 'diverging' sample statistic")
+    if hasattr(data, "split_datasets"):
+        observed, constant = data.split_datasets()
+    else:
+        observed, constant = data.to_dataset(), xr.Dataset()
+    keep["observed_data"] = observed
+    keep["constant_data"] = constant
+    out = xr.DataTree.from_dict({g: xr.DataTree(ds) for g, ds in keep.items()})
+    out.attrs = dict(tree.attrs)
+    return out
+
+
+def check_convergence(
+    tree: xr.DataTree, *, rhat_max: float = 1.01, n_worst: int = 5
+) -> dict[str, Any]:
+    """Warn about divergences and R-hat above ``rhat_max``, naming the worst parameters.
+
+    Parameters
+    ----------
+    tree : DataTree
+        With ``posterior`` and ``sample_stats``.
+    rhat_max : float
+        R-hat threshold (rank-normalised split R-hat).
+    n_worst : int
+        How many parameters the warning names.
+
+    Returns
+    -------
+    dict
+        ``{"divergences": int, "max_rhat": float, "worst": [(name, rhat), ...]}``.
+    """
+    import arviz as az
+
+    n_div = int(tree["sample_stats"]["diverging"].sum())
+    worst: list[tuple[str, float]] = []
+    max_rhat = float("nan")
+    if tree.posterior.sizes.get(dims.CHAIN, 1) > 1 and tree.posterior.sizes.get(dims.DRAW, 0) > 3:
+        rhat = az.rhat(tree.posterior.to_dataset())
+        for name, da in rhat.data_vars.items():
+            values = np.asarray(da.values, dtype=float).ravel()
+            if values.size == 0 or np.all(np.isnan(values)):
+                continue
+            idx = int(np.nanargmax(values))
+            label = str(name)
+            if da.ndim:
+                pos = np.unravel_index(idx, da.shape)
+                label += "[" + ", ".join(str(da[d].values[i]) for d, i in zip(da.dims, pos, strict=True)) + "]"
+            worst.append((label, float(values[idx])))
+        worst.sort(key=lambda item: -item[1])
+        max_rhat = worst[0][1] if worst else float("nan")
+    messages = []
+    if n_div:
+        n_total = tree["sample_stats"]["diverging"].size
+        messages.append(f"{n_div} of {n_total} draws diverged")
+    bad = [(n, r) for n, r in worst if r > rhat_max]
+    if bad:
+        names = ", ".join(f"{n} ({r:.3f})" for n, r in bad[:n_worst])
+        messages.append(f"R-hat above {rhat_max} for {len(bad)} parameters; worst: {names}")
+    if messages:
+        warnings.warn(
+            "; ".join(messages) + ". The posterior may be unreliable: run longer, raise "
+            "target_accept, or revisit the priors.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return {"divergences": n_div, "max_rhat": max_rhat, "worst": worst[:n_worst]}
+
+
+def _evaluate_per_draw(built: Built, tree: xr.DataTree) -> RegimeInputs:
+    """Evaluate the regime inputs and extras at each posterior draw.
+
+    One compiled function, called once per draw; the free random variables of
+    the model are replaced by inputs taking the posterior's (constrained)
+    values, so deterministic structure and data are reused as built.
+    """
+    model = built.model
+    names = list(built.extras)
+    outputs = [built.log_init, built.log_trans, built.log_emit, *(built.extras[n] for n in names)]
+    rvs = list(model.free_RVs)
+    inputs = [rv.type(name=rv.name) for rv in rvs]
+    replaced = pytensor.graph.replace.clone_replace(outputs, dict(zip(rvs, inputs, strict=True)))
+    fn = pytensor.function(inputs, replaced, on_unused_input="ignore", mode="FAST_RUN")
+    post = tree.posterior
+    n_chains, n_draws = post.sizes[dims.CHAIN], post.sizes[dims.DRAW]
+    values = [
+        np.asarray(post[rv.name].values).reshape((n_chains * n_draws, *post[rv.name].shape[2:]))
+        for rv in rvs
+    ]
+    results: list[list[NDArray[np.float64]]] = [[] for _ in outputs]
+    for s in range(n_chains * n_draws):
+        out = fn(*(v[s] for v in values))
+        for store, o in zip(results, out, strict=True):
+            store.append(np.asarray(o))
+    stacked = [np.stack(r) for r in results]
+    li, lt, le = stacked[:3]
+    li = li.reshape(li.shape[0], -1, li.shape[-1]) if li.ndim == 2 else li
+    if lt.ndim == 3:
+        lt = lt[:, None, None]
+    elif lt.ndim == 4:
+        lt = lt[:, None]
+    if le.ndim == 3:
+        le = le[:, None]
+    return RegimeInputs(
+        log_init=li,
+        log_trans=lt,
+        log_emit=le,
+        extras=dict(zip(names, stacked[3:], strict=True)),
+        n_chains=n_chains,
+        n_draws=n_draws,
+    )

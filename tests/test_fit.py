@@ -1,0 +1,169 @@
+"""Plumbing of pathlock.fit: sampling, DataTree assembly, convergence warnings, save/load.
+
+A toy two-regime mean-switching family implements the ModelSpec protocol, so
+these tests exercise fit.py without depending on a real family's details.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+import pytest
+import xarray as xr
+
+from pathlock import dims
+from pathlock.build import Built, register_family
+from pathlock.errors import PathlockError, ResultFileError
+from pathlock.fit import FILE_FORMAT_VERSION, ConvergenceWarning, Fit, fit, load_fit
+
+
+@dataclass(frozen=True)
+class ToyData:
+    y: np.ndarray
+    time: pd.DatetimeIndex
+
+    def to_dataset(self) -> xr.Dataset:
+        return xr.Dataset(
+            {"y": ((dims.UNIT, dims.TIME), self.y[None])},
+            coords={dims.UNIT: ["a"], dims.TIME: self.time},
+        )
+
+
+@dataclass(frozen=True)
+class ToySpec:
+    family: str = "toy"
+    stay: float = 0.95
+
+    def prepare_data(self, data):
+        if isinstance(data, ToyData):
+            return data
+        return ToyData(np.asarray(data["y"], float), pd.DatetimeIndex(data.index))
+
+    def data_from_dataset(self, ds):
+        return ToyData(ds["y"].values[0], pd.DatetimeIndex(ds[dims.TIME].values))
+
+    def build(self, data):
+        coords = {dims.UNIT: ["a"], dims.TIME: data.time, dims.REGIME: ["tracking", "decoupled"]}
+        with pm.Model(coords=coords) as model:
+            mu = pm.Normal(
+                "toy_mu",
+                [-1.0, 1.0],
+                2.0,
+                dims=dims.REGIME,
+                transform=pm.distributions.transforms.ordered,
+                initval=[-0.5, 0.5],
+            )
+            sigma = pm.HalfNormal("toy_sigma", 2.0)
+            log_emit = pm.logp(pm.Normal.dist(mu, sigma), data.y[:, None])[None]
+            log_trans = pt.log(pt.as_tensor([[self.stay, 1 - self.stay], [1 - self.stay, self.stay]]))
+            log_init = pt.log(pt.as_tensor([[0.5, 0.5]]))
+            from pathlock.hmm import hmm_loglike
+
+            pm.Potential("toy_loglike", hmm_loglike(log_init, log_trans, log_emit).sum())
+        return Built(model, log_init, log_trans[None, None], log_emit, {"mu": mu})
+
+    def loglike(self, data, params):
+        raise NotImplementedError
+
+    def to_toml(self):
+        return f'schema_version = 1\nfamily = "toy"\nstay = {self.stay}\n'
+
+    @classmethod
+    def from_toml_string(cls, text):
+        d = tomllib.loads(text)
+        return cls(stay=d["stay"])
+
+
+register_family("toy", ToySpec)
+
+
+@pytest.fixture(scope="module")
+def toy_data():
+    rng = np.random.default_rng(3)
+    s = np.repeat([0, 1, 0], [30, 30, 20])
+    y = np.where(s == 0, -1.0, 1.0) + 0.5 * rng.normal(size=s.size)
+    return pd.DataFrame({"y": y}, index=pd.date_range("2020-01-05", periods=s.size, freq="W"))
+
+
+@pytest.fixture(scope="module")
+def toy_fit(toy_data):
+    return fit(ToySpec(), toy_data, draws=150, tune=150, chains=2, seed=1)
+
+
+def test_fit_tree_has_groups_dims_and_coords(toy_fit, toy_data):
+    tree = toy_fit.idata
+    for group in ("posterior", "sample_stats", "observed_data", "constant_data", "log_likelihood"):
+        assert group in tree
+    ll = tree["log_likelihood"]["y"]
+    assert ll.dims == (dims.CHAIN, dims.DRAW, dims.UNIT, dims.TIME)
+    assert ll.shape == (2, 150, 1, len(toy_data))
+    assert np.issubdtype(ll[dims.TIME].dtype, np.datetime64)
+    assert list(tree.posterior["toy_mu"][dims.REGIME].values) == ["tracking", "decoupled"]
+
+
+def test_pointwise_loglike_sums_to_marginal(toy_fit):
+    fb = toy_fit.forward_backward()
+    ll = toy_fit.idata["log_likelihood"]["y"].sum(dims.TIME).values.ravel()
+    np.testing.assert_allclose(ll, fb.log_likelihood, rtol=0, atol=1e-9)
+
+
+def test_per_draw_inputs_match_posterior(toy_fit):
+    ri = toy_fit.regime_inputs()
+    mu = toy_fit.idata.posterior["toy_mu"].values.reshape(-1, 2)
+    np.testing.assert_allclose(ri.extras["mu"], mu)
+    assert ri.log_emit.shape == (300, 1, 80, 2)
+
+
+def test_save_load_round_trip(toy_fit, tmp_path):
+    path = toy_fit.save(tmp_path / "fit.nc")
+    loaded = load_fit(path)
+    assert isinstance(loaded, Fit)
+    assert loaded.spec == toy_fit.spec
+    xr.testing.assert_allclose(
+        loaded.idata.posterior.to_dataset(), toy_fit.idata.posterior.to_dataset()
+    )
+    np.testing.assert_array_equal(loaded.data.y, toy_fit.data.y)
+    assert (loaded.data.time == toy_fit.data.time).all()
+    with pytest.raises(ResultFileError, match="exists"):
+        toy_fit.save(path)
+
+
+def test_load_rejects_incompatible_format(toy_fit, tmp_path):
+    path = toy_fit.save(tmp_path / "fit.nc")
+    tree = xr.open_datatree(path, engine="h5netcdf").load()
+    tree.attrs["pathlock_file_format"] = FILE_FORMAT_VERSION + 1
+    tree.to_netcdf(tmp_path / "future.nc", engine="h5netcdf")
+    with pytest.raises(ResultFileError, match="file format"):
+        load_fit(tmp_path / "future.nc")
+    with pytest.raises(ResultFileError, match="no fit file"):
+        load_fit(tmp_path / "missing.nc")
+
+
+def test_bad_arguments_fail_before_sampling(toy_data):
+    with pytest.raises(PathlockError, match="sampler must be one of"):
+        fit(ToySpec(), toy_data, sampler="stan")
+    with pytest.raises(PathlockError, match="draws must be at least 1"):
+        fit(ToySpec(), toy_data, draws=0)
+    with pytest.raises(PathlockError, match="target_accept"):
+        fit(ToySpec(), toy_data, target_accept=1.5)
+
+
+def test_convergence_warning_names_parameters(toy_data):
+    # Four draws of two chains cannot converge; the warning must name a parameter.
+    with pytest.warns(ConvergenceWarning, match="toy_"):
+        fit(ToySpec(), toy_data, draws=5, tune=5, chains=2, seed=2)
+
+
+def test_pymc_sampler_gives_same_layout(toy_data):
+    result = fit(ToySpec(), toy_data, draws=50, tune=50, chains=2, seed=4, sampler="pymc", check=False)
+    assert result.idata["log_likelihood"]["y"].shape == (2, 50, 1, len(toy_data))
+
+
+def test_nutpie_needs_tuning(toy_data):
+    with pytest.raises(PathlockError, match="tune must be at least 1"):
+        fit(ToySpec(), toy_data, tune=0)
