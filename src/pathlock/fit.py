@@ -249,6 +249,9 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
             f"this pathlock {__version__} reads format {FILE_FORMAT_VERSION}. Refit, or load it "
             f"with pathlock {attrs.get('pathlock_version')}."
         )
+    from pathlock import _register_families
+
+    _register_families()
     cls = spec_class(str(attrs["pathlock_family"]))
     spec = cls.from_toml_string(str(attrs["pathlock_spec"]))
     data_ds = _data_dataset(tree)
