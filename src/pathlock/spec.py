@@ -72,7 +72,6 @@ SamplerName = Literal["nutpie", "pymc"]
 Support = Literal["real", "positive", "unit_interval", "simplex"]
 
 COUNT_FAMILIES: frozenset[str] = frozenset({"poisson", "negative_binomial"})
-MONOTONE_PROCESSES: frozenset[str] = frozenset({"ratchet", "hysteresis"})
 
 
 # --------------------------------------------------------------------------- priors
@@ -176,7 +175,7 @@ class Prior:
 class Fixed:
     """A parameter held at a known value instead of being sampled.
 
-    Written in TOML as a bare number (or an array of numbers), e.g. ``constraint_delta = 0.25``.
+    Written in TOML as a bare number (or an array of numbers), e.g. ``constraint_width = 0.25``.
 
     Attributes
     ----------
@@ -248,12 +247,14 @@ PARAMETERS: dict[str, Parameter] = {
         # ---- constraint process
         Parameter(
             "constraint_init", _p("Normal", mu=0, sigma=2), (dims.UNIT,), "real", "always",
-            "Constraint level C_0 before the first time step, per unit; for `hysteresis` "
-            "also the baseline it recovers toward.",
+            "C_1, the constraint at the first time step, per unit; for `hysteresis` also "
+            "the baseline it recovers toward.",
         ),
         Parameter(
-            "constraint_mu", _p("Normal", mu=-2, sigma=1.5), (), "real", "ratchet, hysteresis",
-            "Location of the log increments: increment_t = exp(mu + x_t'beta + sigma eps_t).",
+            "constraint_mu", _p("Normal", mu=-2, sigma=1.5), (), "real", "always",
+            "Process location.  ratchet, hysteresis: location of the log increments, "
+            "increment_t = exp(mu + x_t'beta + sigma eps_t); random_walk: drift (default "
+            "Normal(0, 0.5)); ar1: long-run level (default Normal(0, 2)).",
         ),
         Parameter(
             "constraint_sigma", _p("HalfNormal", sigma=1), (), "positive", "always",
@@ -267,32 +268,24 @@ PARAMETERS: dict[str, Parameter] = {
             "changes (random_walk, ar1).",
         ),
         Parameter(
-            "constraint_drift", _p("Normal", mu=0, sigma=0.5), (), "real", "random_walk",
-            "Mean level change per step: C_t = C_{t-1} + drift + x_t'beta + sigma eps_t.",
-        ),
-        Parameter(
-            "constraint_m", _p("Normal", mu=0, sigma=2), (), "real", "ar1",
-            "Long-run mean: C_t = m + phi (C_{t-1} - m) + x_t'beta + sigma eps_t.",
-        ),
-        Parameter(
             "constraint_phi", _p("Beta", alpha=5, beta=2), (), "unit_interval", "ar1",
             "Persistence of the AR(1) process, in (0, 1).",
         ),
         Parameter(
             "constraint_rho", _p("Beta", alpha=2, beta=8), (), "unit_interval", "hysteresis",
-            "Recovery rate: the fraction of (C_{t-1} - C_0) undone per step while below "
-            "the threshold.",
+            "Recovery rate: the fraction of (C_{t-1} - C_1) undone per step while below "
+            "the threshold (C_1 = constraint_init is the baseline).",
         ),
         Parameter(
-            "constraint_kappa", _p("HalfNormal", sigma=2), (), "positive", "hysteresis",
-            "Tipping threshold, measured from the baseline C_0: recovery switches off once "
-            "C_{t-1} - C_0 exceeds kappa.",
+            "constraint_kappa", _p("Normal", mu=2, sigma=2), (), "real", "hysteresis",
+            "Tipping threshold (a level of C): recovery switches off smoothly once "
+            "C_{t-1} exceeds kappa.",
         ),
         Parameter(
-            "constraint_delta", Fixed(0.25), (), "positive", "hysteresis",
+            "constraint_width", Fixed(0.25), (), "positive", "hysteresis",
             "Width of the smooth switch-off: recovery is weighted by "
-            "sigmoid((kappa - (C_{t-1} - C_0)) / delta).  Fixed by default because data "
-            "rarely inform it; give a prior to learn it.",
+            "sigmoid((kappa - C_{t-1}) / width).  Fixed by default because data rarely "
+            "inform it; give a prior to learn it.",
         ),
         # ---- regimes
         Parameter(
@@ -396,8 +389,6 @@ PARAMETERS: dict[str, Parameter] = {
 #: Parameters that may get unit-level deviations with ``units.pooling = "hierarchical"``.
 POOLABLE: tuple[str, ...] = (
     "constraint_mu",
-    "constraint_drift",
-    "constraint_m",
     "constraint_beta",
     "hazard_intercept",
     "hazard_slope",
@@ -828,8 +819,7 @@ class UnitSpec:
         ``z_u ~ N(0, 1)`` (non-centred).
     hierarchical : tuple of str or None
         Which parameters (from :data:`POOLABLE`).  ``None`` means the default:
-        the process location (``constraint_mu``, ``constraint_drift`` or
-        ``constraint_m``) and ``feedback_a``.
+        ``constraint_mu`` (the process location) and ``feedback_a``.
     """
 
     pooling: Pooling = "shared"
@@ -1017,9 +1007,10 @@ class Spec:
 
         ratchet      C_t = C_{t-1} + exp(mu + x_t'beta + sigma eps_t)
         hysteresis   C_t = C_{t-1} + exp(mu + x_t'beta + sigma eps_t)
-                           - rho (C_{t-1} - C_0) sigmoid((kappa - (C_{t-1} - C_0)) / delta)
-        random_walk  C_t = C_{t-1} + drift + x_t'beta + sigma eps_t
-        ar1          C_t = m + phi (C_{t-1} - m) + x_t'beta + sigma eps_t
+                           - rho (C_{t-1} - C_1) sigmoid((kappa - C_{t-1}) / width)
+        random_walk  C_t = C_{t-1} + mu + x_t'beta + sigma eps_t
+        ar1          C_t = mu + phi (C_{t-1} - mu) + x_t'beta + sigma eps_t
+        (t = 2..T; C_1 = constraint_init, eps_t ~ N(0, 1))
         transitions  logit P(i -> j) = g0_ij + g1_ij C_{t-1} + w_t'eta_ij   (j != i,
                      staying is the reference), or constant Dirichlet rows
         indicators   Z_jt = nu_j + lambda_j C_t + noise_j    (nu_1 = 0, lambda_1 = 1;
@@ -1062,7 +1053,7 @@ class Spec:
 
         [priors]                       # any name in PARAMETERS
         constraint_mu = { dist = "Normal", mu = -1, sigma = 1 }
-        constraint_delta = 0.5         # a number fixes the parameter
+        constraint_width = 0.5         # a number fixes the parameter
 
         [units]
         pooling = "shared"             # shared | hierarchical
@@ -1086,15 +1077,15 @@ class Spec:
     Default priors (:func:`prior_table` prints this as Markdown)::
 
         constraint_init    Normal(mu=0, sigma=2)        (unit)
-        constraint_mu      Normal(mu=-2, sigma=1.5)     ratchet, hysteresis
+        constraint_mu      Normal(mu=-2, sigma=1.5)     ratchet, hysteresis (log increments)
+                           Normal(mu=0, sigma=0.5)      random_walk (drift)
+                           Normal(mu=0, sigma=2)        ar1 (long-run level)
         constraint_sigma   HalfNormal(sigma=1)
         constraint_beta    Normal(mu=0, sigma=1)        (exposure)
-        constraint_drift   Normal(mu=0, sigma=0.5)      random_walk
-        constraint_m       Normal(mu=0, sigma=2)        ar1
         constraint_phi     Beta(alpha=5, beta=2)        ar1
         constraint_rho     Beta(alpha=2, beta=8)        hysteresis
-        constraint_kappa   HalfNormal(sigma=2)          hysteresis
-        constraint_delta   fixed at 0.25                hysteresis
+        constraint_kappa   Normal(mu=2, sigma=2)        hysteresis
+        constraint_width   fixed at 0.25                hysteresis
         regime_init        Dirichlet(a=1 per regime)    (regime); initial = "free"
         trans_p            Dirichlet(a=1 + stickiness on the diagonal)  (regime_from, regime_to)
         trans_stickiness   fixed at 10                  sticky / absorbing, constant transitions
@@ -1455,13 +1446,7 @@ class Spec:
             return ()
         if self.units.hierarchical is not None:
             return self.units.hierarchical
-        location = {
-            "ratchet": "constraint_mu",
-            "hysteresis": "constraint_mu",
-            "random_walk": "constraint_drift",
-            "ar1": "constraint_m",
-        }[self.constraint.process]
-        return (location, "feedback_a")
+        return ("constraint_mu", "feedback_a")
 
     def uses(self, name: str) -> bool:
         """Whether the model of this spec has the parameter ``name``.
@@ -1483,14 +1468,11 @@ class Spec:
         families_f = {s.family for s in self.feedback}
         k = self.n_regimes
         rules: dict[str, Callable[[], bool]] = {
-            "constraint_mu": lambda: process in MONOTONE_PROCESSES,
             "constraint_beta": lambda: bool(self.constraint.exposures),
-            "constraint_drift": lambda: process == "random_walk",
-            "constraint_m": lambda: process == "ar1",
             "constraint_phi": lambda: process == "ar1",
             "constraint_rho": lambda: process == "hysteresis",
             "constraint_kappa": lambda: process == "hysteresis",
-            "constraint_delta": lambda: process == "hysteresis",
+            "constraint_width": lambda: process == "hysteresis",
             "regime_init": lambda: k > 1 and self.regimes.initial == "free",
             "trans_p": lambda: k > 1 and not self.time_varying,
             "trans_stickiness": lambda: (
@@ -1555,8 +1537,9 @@ class Spec:
         Defaults that depend on the spec are resolved here: ``regime_init`` and
         ``trans_p`` get Dirichlet concentrations of the right length (``trans_p``:
         a (K, K) matrix with ``trans_stickiness`` added on the diagonal for
-        'sticky' and 'absorbing'), and ``hazard_intercept`` is centred at -1
-        instead of -3 for 'free' transitions.
+        'sticky' and 'absorbing'), ``hazard_intercept`` is centred at -1
+        instead of -3 for 'free' transitions, and ``constraint_mu`` follows
+        the process (log-increment location, drift or level).
 
         Parameters
         ----------
@@ -1590,6 +1573,10 @@ class Spec:
             return Prior("Dirichlet", {"a": a.tolist()})
         if name == "hazard_intercept" and self.regimes.structure == "free":
             return Prior("Normal", {"mu": -1, "sigma": 1.5})
+        if name == "constraint_mu" and self.constraint.process == "random_walk":
+            return Prior("Normal", {"mu": 0, "sigma": 0.5})
+        if name == "constraint_mu" and self.constraint.process == "ar1":
+            return Prior("Normal", {"mu": 0, "sigma": 2})
         return PARAMETERS[name].default
 
     def loading(self, regime: str) -> PriorLike:
