@@ -23,6 +23,7 @@ __all__ = [
     "PATH",
     "LAG",
     "EXOG",
+    "EXOG_TVTP",
 ]
 
 CHAIN = "chain"
@@ -40,3 +41,4 @@ SCENARIO = "scenario"
 PATH = "path"
 LAG = "lag"
 EXOG = "exog"
+EXOG_TVTP = "exog_tvtp"
