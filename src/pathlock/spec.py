@@ -289,15 +289,17 @@ PARAMETERS: dict[str, Parameter] = {
         ),
         # ---- regimes
         Parameter(
-            "regime_init", _p("Dirichlet", a=1), (_R,), "simplex", "regimes.initial = 'free'",
-            "Initial regime probabilities (default Dirichlet with a = 1 for every regime).  "
+            "regime_init", _p("Dirichlet", a=[1, 1]), (_R,), "simplex", "regimes.initial = 'free'",
+            "Initial regime probabilities (default Dirichlet with a = 1 for every regime; "
+            "shown for two).  "
             "With regimes.initial = 'first' every unit starts in the tracking regime.",
         ),
         Parameter(
-            "trans_p", _p("Dirichlet", a=1), (_RF, _RT), "simplex",
+            "trans_p", _p("Dirichlet", a=[[11, 1], [1, 11]]), (_RF, _RT), "simplex",
             "constant transitions (hazard_on_constraint = false and no covariates)",
             "Transition matrix rows P(S_t = j | S_{t-1} = i).  Default Dirichlet(a = 1) per "
-            "row, plus trans_stickiness on the diagonal for 'sticky' and 'absorbing'; the "
+            "row (shown for two sticky regimes), plus trans_stickiness on the diagonal for "
+            "'sticky' and 'absorbing'; the "
             "last row of 'absorbing' is fixed at (0, ..., 0, 1).",
         ),
         Parameter(
@@ -1184,11 +1186,13 @@ class Spec:
                         "series cannot play two roles"
                     )
                 roles.setdefault(col, role)
-        for col in roles:
-            if col in (self.data.time, self.data.unit):
-                raise SpecError(
-                    f"column {col!r} ({roles[col]}) is also the data.time or data.unit column"
-                )
+        for col, role in roles.items():
+            for key in ("time", "unit"):
+                if col == getattr(self.data, key):
+                    raise SpecError(
+                        f"{role}: column {col!r} is also data.{key}; the {key} column cannot "
+                        "be a series of the model"
+                    )
         for name, prior in self.priors.items():
             key = f"priors.{name}"
             base = self._unit_sigma_base(name)
