@@ -288,7 +288,8 @@ class _Rows:
 
     def __init__(self, source: str, index: pd.Index | None) -> None:
         self.source = source
-        self.index = None if index is None or isinstance(index, pd.RangeIndex) else index
+        default = index is None or index.equals(pd.RangeIndex(len(index)))
+        self.index = None if default else index
 
     def __call__(self, pos: int) -> str:
         text = _row_text(int(pos), self.source)
@@ -326,7 +327,7 @@ def _parse_times(raw: pd.Series, column: str, rows: Callable[[int], str]) -> NDA
         if bad.any():
             pos = int(np.argmax(bad))
             raise DataError(
-                f"time column {column!r} has the non-integer value {values[pos]!r} at "
+                f"time column {column!r} has the non-integer value {values[pos]:g} at "
                 f"{rows(pos)}; times must be integers or dates"
             )
         return values.astype(np.int64)
@@ -394,7 +395,7 @@ def _infer_freq(times: NDArray[Any]) -> Freq:
         grid = pd.date_range(index[0], index[-1], freq=candidate)
         if grid.size and grid[0] == index[0] and index.isin(grid).all():
             return candidate
-    gaps = (index - index[0]).asi8
+    gaps = (uniq - uniq[0]).astype("timedelta64[ns]").astype(np.int64)
     step_ns = int(np.gcd.reduce(gaps))
     day_ns = 86_400 * 10**9
     if step_ns % day_ns == 0:
