@@ -23,6 +23,7 @@ scenarios are the interventions' effects, not noise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ __all__ = [
     "abduct_uniforms",
     "compare_timings",
     "worlds_from_fit",
+    "simulate_worlds",
     "HazardTransitions",
     "ConstantTransitions",
     "FeedbackModel",
@@ -401,7 +403,7 @@ def _label_str(label: Any) -> str:
 # The numeric world: what a fit knows, as arrays with positions
 # --------------------------------------------------------------------------
 
-Transitions = Callable[[NDArray[np.float64], "NDArray[np.float64] | None"], NDArray[np.float64]]
+Transitions = Callable[..., NDArray[np.float64]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -428,15 +430,18 @@ class Worlds:
     filtered : ndarray (sample, unit, time, regime)
         Filtered regime probabilities over the data.
     transitions : callable
-        ``transitions(c_prev, w) -> P``: transition probabilities ``P[..., i,
-        j] = P(S_t = j | S_(t-1) = i)`` from the lagged constraint ``c_prev``
-        (..., sample, unit) and the step's covariates ``w`` (unit, exog) or
-        None, with shape (..., sample, unit, regime, regime).  This must be
-        the model's own definition (:mod:`pathlock.regimes`).
+        ``transitions(c_prev, w, sample, unit) -> P``: transition probabilities
+        ``P[n, i, j] = P(S_t = j | S_(t-1) = i)`` (n, regime, regime) for a
+        flat list of n elements with lagged constraint ``c_prev`` (n,),
+        covariates of the step ``w`` (n, exog) or None, and the positions of
+        their draw ``sample`` (n,) and ``unit`` (n,).  This must be the
+        model's own definition (:class:`HazardTransitions`,
+        :class:`ConstantTransitions`).
     absorbing : tuple of int
         Regimes that are never left.
-    feedback : ndarray (unit, time, signal)
-        Observed feedback signals (NaN where missing).
+    feedback : ndarray ([sample,] unit, time, signal)
+        Observed feedback signals (NaN where missing); a leading sample axis
+        gives each world its own observations (synthetic worlds).
     feedback_draw : callable
         ``feedback_draw(c, s, rng) -> y``: random signals (sample, unit, time,
         signal) given the constraint (sample, unit, time) and regime indices
@@ -628,6 +633,12 @@ class ScenarioPaths(NamedTuple):
     reset_blocked: NDArray[np.bool_]
 
 
+def _n_regimes(transitions: Transitions, uniforms: Any, init_regime: Any, absorbing: Any) -> int:
+    """Ask the model for one transition matrix to learn the number of regimes."""
+    probe = transitions(np.zeros(1), None, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+    return int(np.shape(probe)[-1])
+
+
 def _scale_hazard(p: NDArray[np.float64], scale: NDArray[np.float64]) -> NDArray[np.float64]:
     """Scale moves into each regime j != i by ``scale[..., j]``; the rest stays put."""
     k = p.shape[-1]
@@ -713,32 +724,51 @@ def simulate_scenarios(
         relief=relief_t,
     )
 
-    regime = np.empty((*lead, n_times), dtype=np.int64)
-    s = np.broadcast_to(np.asarray(init_regime, dtype=np.int64), lead).copy()
-    reset_due = schedule.reset[:, None, None] & (tau >= 0)
-    blocked = np.zeros(lead, dtype=bool)
+    n_units = lead[-1]
+    k = _n_regimes(transitions, uniforms, init_regime, absorbing)
+    flat_c = constraint.reshape(-1, n_times)
+    n_el = flat_c.shape[0]
+    sample_of = np.broadcast_to(np.arange(lead[1])[None, :, None], lead).ravel()
+    unit_of = np.broadcast_to(np.arange(n_units)[None, None, :], lead).ravel()
+    flat_u = uniforms.reshape(-1, n_times)
+    u_row = sample_of * n_units + unit_of
+    haz = None
+    if schedule.hazard_scale is not None:
+        haz = schedule.hazard_scale.reshape(n_el, n_times, -1)
+    is_absorbing = np.zeros(k, dtype=bool)
+    is_absorbing[list(absorbing)] = True
     w_all = None if covariates is None else np.asarray(covariates, dtype=float)
+    regime = np.empty((n_el, n_times), dtype=np.int64)
+    s = np.broadcast_to(np.asarray(init_regime, dtype=np.int64), lead).ravel().copy()
+    flat_tau = tau.ravel()
+    reset_due = np.broadcast_to(schedule.reset[:, None, None], lead).ravel() & (flat_tau >= 0)
+    blocked = np.zeros(n_el, dtype=bool)
 
     def _apply_reset(t: int) -> None:
-        due = reset_due & (tau == t)
-        if not due.any():
-            return
-        absorbed = np.isin(s, np.asarray(absorbing, dtype=np.int64))
-        blocked[due & absorbed] = True
-        s[due & ~absorbed] = 0
+        due = reset_due & (flat_tau == t)
+        if due.any():
+            absorbed = is_absorbing[s]
+            blocked[due & absorbed] = True
+            s[due & ~absorbed] = 0
 
     _apply_reset(0)
-    regime[..., 0] = s
+    regime[:, 0] = s
     for t in range(1, n_times):
-        probs = transitions(constraint[..., t - 1], None if w_all is None else w_all[:, t])
-        probs = np.broadcast_to(probs, (*lead, *probs.shape[-2:]))
-        if schedule.hazard_scale is not None:
-            probs = _scale_hazard(probs, schedule.hazard_scale[..., t, :])
-        row = np.take_along_axis(probs, s[..., None, None], axis=-2)[..., 0, :]
-        cdf = np.cumsum(row, axis=-1)
-        s = np.minimum((uniforms[..., t][..., None] >= cdf).sum(axis=-1), cdf.shape[-1] - 1)
+        # An absorbed element never moves again: only the others need the model.
+        ids = np.flatnonzero(~is_absorbing[s])
+        if ids.size:
+            w = None if w_all is None else w_all[unit_of[ids], t]
+            probs = transitions(flat_c[ids, t - 1], w, sample_of[ids], unit_of[ids])
+            if haz is not None:
+                probs = _scale_hazard(probs, haz[ids, t])
+            row = probs[np.arange(ids.size), s[ids]]
+            cdf = np.cumsum(row, axis=-1)
+            u = flat_u[u_row[ids], t]
+            s[ids] = np.minimum((u[:, None] >= cdf).sum(axis=-1), k - 1)
         _apply_reset(t)
-        regime[..., t] = s
+        regime[:, t] = s
+    regime = regime.reshape(*lead, n_times)
+    blocked = blocked.reshape(lead)
     return ScenarioPaths(constraint, regime, blocked)
 
 
@@ -764,35 +794,33 @@ class HazardTransitions:
     slope: NDArray[np.float64] | None = None
     eta: NDArray[np.float64] | None = None
 
-    def __call__(self, c_prev: NDArray[np.float64], w: NDArray[np.float64] | None) -> Any:
-        """Transition probabilities (..., sample, unit, regime, regime) at the lagged constraint."""
+    def __call__(
+        self,
+        c_prev: NDArray[np.float64],
+        w: NDArray[np.float64] | None,
+        sample: NDArray[np.int64],
+        unit: NDArray[np.int64],
+    ) -> NDArray[np.float64]:
+        """Return transition probabilities (n, regime, regime); see :class:`Worlds`."""
         from pathlock import regimes
 
-        c_prev = np.asarray(c_prev, dtype=float)
-        lead = c_prev.shape
-        k = self.intercept.shape[-1]
-        n = int(np.prod(lead))
-
-        def fold(a: NDArray[np.float64] | None, tail: tuple[int, ...]) -> Any:
+        def pick(a: NDArray[np.float64] | None) -> Any:
             if a is None:
                 return None
-            return np.broadcast_to(a, (*lead, *tail)).reshape((n, *tail))
+            return a[sample, unit if a.shape[1] > 1 else 0]
 
-        covs = None
-        if self.eta is not None and w is not None:
-            w = np.asarray(w, dtype=float)
-            covs = np.broadcast_to(w, (*lead, w.shape[-1])).reshape(n, 1, w.shape[-1])
-        eta = None if covs is None else fold(self.eta, (k, k, covs.shape[-1]))
+        c_prev = np.asarray(c_prev, dtype=float)
+        covs = None if self.eta is None or w is None else np.asarray(w, dtype=float)[:, None]
         logits = regimes.hazard_logits(
-            fold(self.intercept, (k, k)),
-            fold(self.slope, (k, k)),
-            c_prev.reshape(n, 1),
-            eta,
+            pick(self.intercept),
+            pick(self.slope),
+            c_prev[:, None],
+            None if covs is None else pick(self.eta),
             covs,
             xp=np,
         )
         probs = regimes.transition_probabilities(logits, self.structure)  # type: ignore[arg-type]
-        return probs.reshape((*lead, k, k))
+        return probs[:, 0]
 
     def subset(self, idx: NDArray[np.int64]) -> HazardTransitions:
         """Restrict to the draws ``idx``."""
@@ -810,10 +838,15 @@ class ConstantTransitions:
 
     probs: NDArray[np.float64]
 
-    def __call__(self, c_prev: NDArray[np.float64], w: NDArray[np.float64] | None) -> Any:
-        """Transition probabilities (..., sample, unit, regime, regime); ignore the constraint."""
-        k = self.probs.shape[-1]
-        return np.broadcast_to(self.probs, (*np.shape(c_prev), k, k))
+    def __call__(
+        self,
+        c_prev: NDArray[np.float64],
+        w: NDArray[np.float64] | None,
+        sample: NDArray[np.int64],
+        unit: NDArray[np.int64],
+    ) -> NDArray[np.float64]:
+        """Return transition probabilities (n, regime, regime); the constraint plays no part."""
+        return self.probs[sample, unit if self.probs.shape[1] > 1 else 0]
 
     def subset(self, idx: NDArray[np.int64]) -> ConstantTransitions:
         """Restrict to the draws ``idx``."""
@@ -1081,6 +1114,127 @@ def worlds_from_fit(
     )
 
 
+def _grid_transitions(
+    transitions: Transitions, c_prev: NDArray[np.float64], w: NDArray[np.float64] | None
+) -> NDArray[np.float64]:
+    """Evaluate ``transitions`` on a (sample, unit) grid; ``w`` is (unit, exog) or None."""
+    n_s, n_u = c_prev.shape
+    sample = np.repeat(np.arange(n_s), n_u)
+    unit = np.tile(np.arange(n_u), n_s)
+    ww = None if w is None else np.asarray(w)[unit]
+    probs = transitions(c_prev.ravel(), ww, sample, unit)
+    return probs.reshape(n_s, n_u, *probs.shape[-2:])
+
+
+def simulate_worlds(
+    process: str,
+    params: Mapping[str, ArrayLike],
+    transitions: Transitions,
+    feedback: FeedbackModel,
+    *,
+    n_steps: int,
+    init: ArrayLike,
+    seed: int | None,
+    n_chains: int = 1,
+    exposures: ArrayLike | None = None,
+    coords: Mapping[str, Any] | None = None,
+    absorbing: Sequence[int] = (),
+) -> Worlds:
+    """Simulate self-consistent worlds from known parameters (tests, benchmarks, prior studies).
+
+    Each draw's world is simulated from its own parameters with the model's
+    definitions (the constraint by :func:`pathlock.processes.simulate_paths`,
+    regimes by inverse-CDF sampling of ``transitions``, signals by
+    ``feedback``) and observed exactly: its regime path is its true one and its
+    filtered probabilities come from its own signals.  Draws that share
+    parameters are then a posterior that knows the truth.
+
+    Parameters
+    ----------
+    process : str
+    params : mapping of array_like (sample, unit)
+        ``beta`` (sample, unit, exposure) with exposures.
+    transitions : callable
+        See :class:`Worlds`; every world starts in regime 0.
+    feedback : FeedbackModel
+        With ``draw=True``.
+    n_steps : int
+        Number of time points.
+    init : array_like (sample, unit)
+    seed : int or None
+    n_chains : int
+        How the sample axis splits into (chain, draw).
+    exposures : array_like (unit, time, exposure), optional
+    coords : mapping, optional
+        Labels (``unit``, ``time``, ``regime``, ``signal``, ``exposure``);
+        defaults are positions and ``tracking``, ``decoupled``...
+    absorbing : sequence of int
+
+    Returns
+    -------
+    Worlds
+    """
+    rng = np.random.default_rng(seed)
+    init = np.asarray(init, dtype=float)
+    n_s, n_u = init.shape
+    k = feedback.intercept.shape[-1]
+    shocks = rng.standard_normal((n_s, n_u, n_steps))
+    uniforms = rng.random((n_s, n_u, n_steps))
+    never = Schedule(np.full((1, n_s, n_u), NEVER), None, None, np.zeros(1), np.zeros(1, bool))
+    x = None if exposures is None else np.asarray(exposures, dtype=float)
+    paths = simulate_scenarios(
+        process,
+        params,
+        never,
+        shocks,
+        uniforms,
+        init=init,
+        init_regime=np.zeros((n_s, n_u), dtype=np.int64),
+        transitions=transitions,
+        exposures=x,
+        absorbing=absorbing,
+    )
+    c, s = paths.constraint[0], paths.regime[0]
+    y = feedback(c, s, rng)
+    logp = dataclasses.replace(feedback, draw=False)
+    trans = np.empty((n_s, n_u, n_steps, k, k))
+    trans[:, :, 0] = np.eye(k)
+    for t in range(1, n_steps):
+        trans[:, :, t] = _grid_transitions(transitions, c[..., t - 1], None)
+    log_init = np.full((n_s * n_u, k), -np.inf)
+    log_init[:, 0] = 0.0
+    with np.errstate(divide="ignore"):
+        lt = np.log(trans).reshape(n_s * n_u, n_steps, k, k)
+    le = logp(y, c).reshape(n_s * n_u, n_steps, k)
+    _, filt, _, _ = _forward_backward(*_standardise(log_init, lt, le, validate=False))
+    base = {
+        dims.CHAIN: np.arange(n_chains),
+        dims.DRAW: np.arange(n_s // n_chains),
+        dims.UNIT: np.arange(n_u),
+        dims.TIME: np.arange(n_steps),
+        dims.REGIME: ("tracking", "decoupled", *(f"regime{j}" for j in range(2, k)))[:k],
+        dims.SIGNAL: tuple(f"signal{m}" for m in range(y.shape[-1])),
+        dims.EXPOSURE: () if x is None else tuple(f"exposure{e}" for e in range(x.shape[-1])),
+    }
+    if n_s % n_chains:
+        raise InterventionError(f"{n_s} draws do not split into {n_chains} chains")
+    return Worlds(
+        process=process,
+        params={key: np.asarray(v, dtype=float) for key, v in params.items()},
+        constraint=c,
+        regimes=s,
+        filtered=filt.reshape(n_s, n_u, n_steps, k),
+        transitions=transitions,
+        absorbing=tuple(absorbing),
+        feedback=y,
+        feedback_draw=feedback,
+        feedback_logp=logp,
+        exposures=x,
+        covariates=None,
+        coords={**base, **(coords or {})},
+    )
+
+
 # --------------------------------------------------------------------------
 # Timeline, validation and policies
 # --------------------------------------------------------------------------
@@ -1323,7 +1477,7 @@ def _subsample(worlds: Worlds, n_draws: int, rng: np.random.Generator) -> Worlds
         regimes=worlds.regimes[idx],
         filtered=worlds.filtered[idx],
         absorbing=worlds.absorbing,
-        feedback=worlds.feedback,
+        feedback=worlds.feedback[idx] if worlds.feedback.ndim == 4 else worlds.feedback,
         exposures=worlds.exposures,
         covariates=worlds.covariates,
         coords={**worlds.coords, dims.DRAW: draws[keep]},
@@ -1360,7 +1514,7 @@ def _run(
     trans_obs[:, :, 0] = np.eye(k)
     for t in range(1, n_obs):
         w = None if covariates is None else covariates[:, t]
-        trans_obs[:, :, t] = worlds.transitions(worlds.constraint[..., t - 1], w)
+        trans_obs[:, :, t] = _grid_transitions(worlds.transitions, worlds.constraint[..., t - 1], w)
     uniforms = np.empty((n_s, n_u, n_t))
     uniforms[..., :n_obs] = abduct_uniforms(worlds.regimes, trans_obs, rng)
     uniforms[..., n_obs:] = rng.random((n_s, n_u, horizon))
@@ -1405,7 +1559,7 @@ def _baseline_signals(
     k = worlds.n_regimes
     n_sig = worlds.feedback.shape[-1]
     y = np.empty((n_s, n_u, n_obs + horizon, n_sig))
-    y[:, :, :n_obs] = worlds.feedback[None]
+    y[:, :, :n_obs] = np.broadcast_to(worlds.feedback, (n_s, n_u, n_obs, n_sig))
     filt = np.empty((n_s, n_u, n_obs + horizon, k))
     filt[:, :, :n_obs] = worlds.filtered
     if horizon == 0:
@@ -1417,7 +1571,7 @@ def _baseline_signals(
     for h in range(horizon):
         t = n_obs + h
         w = None if covariates is None else covariates[:, t]
-        trans[:, :, h] = worlds.transitions(c_base[..., t - 1], w)
+        trans[:, :, h] = _grid_transitions(worlds.transitions, c_base[..., t - 1], w)
     pred0 = np.einsum("sui,suij->suj", worlds.filtered[:, :, -1], trans[:, :, 0])
     with np.errstate(divide="ignore"):
         log_init = np.log(pred0).reshape(n_s * n_u, k)
