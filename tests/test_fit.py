@@ -60,7 +60,9 @@ class ToySpec:
             )
             sigma = pm.HalfNormal("toy_sigma", 2.0)
             log_emit = pm.logp(pm.Normal.dist(mu, sigma), data.y[:, None])[None]
-            log_trans = pt.log(pt.as_tensor([[self.stay, 1 - self.stay], [1 - self.stay, self.stay]]))
+            log_trans = pt.log(
+                pt.as_tensor([[self.stay, 1 - self.stay], [1 - self.stay, self.stay]])
+            )
             log_init = pt.log(pt.as_tensor([[0.5, 0.5]]))
             from pathlock.hmm import hmm_loglike
 
@@ -160,7 +162,9 @@ def test_convergence_warning_names_parameters(toy_data):
 
 
 def test_pymc_sampler_gives_same_layout(toy_data):
-    result = fit(ToySpec(), toy_data, draws=50, tune=50, chains=2, seed=4, sampler="pymc", check=False)
+    result = fit(
+        ToySpec(), toy_data, draws=50, tune=50, chains=2, seed=4, sampler="pymc", check=False
+    )
     assert result.idata["log_likelihood"]["y"].shape == (2, 50, 1, len(toy_data))
 
 

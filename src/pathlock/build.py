@@ -18,7 +18,16 @@ from typing import Any, Protocol, runtime_checkable
 import pymc as pm
 import pytensor.tensor as pt
 
-__all__ = ["Built", "ModelSpec", "ModelData", "build_model", "loglike", "register_family"]
+__all__ = [
+    "Built",
+    "ModelSpec",
+    "ModelData",
+    "build_model",
+    "load_spec",
+    "loglike",
+    "register_family",
+    "spec_class",
+]
 
 
 @dataclass(frozen=True)
@@ -141,3 +150,42 @@ def loglike(spec: ModelSpec, data: Any, params: Mapping[str, Any]) -> float:
         The log-likelihood, summed over units.
     """
     return float(spec.loglike(spec.prepare_data(data), params))
+
+
+def load_spec(path: Any) -> ModelSpec:
+    """Read any pathlock model file, dispatching on its ``family`` key.
+
+    Parameters
+    ----------
+    path : path-like
+        A TOML model file; ``family`` defaults to ``"decoupling"``.
+
+    Returns
+    -------
+    Spec or MarkovSwitching
+
+    Raises
+    ------
+    SpecError
+        Unreadable TOML or an unknown family (the message lists the known ones).
+    """
+    import tomllib
+    from pathlib import Path
+
+    from pathlock import _register_families
+    from pathlock.errors import SpecError
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"model file {p} does not exist") from None
+    except OSError as exc:
+        raise SpecError(f"model file {p} cannot be read: {exc}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"model file {p} is not valid TOML: {exc}") from None
+    _register_families()
+    cls = spec_class(str(doc.get("family", "decoupling")))
+    return cls.from_toml_string(text)  # type: ignore[attr-defined, no-any-return]

@@ -20,7 +20,16 @@ import pandas as pd
 
 from pathlock.errors import DataError
 
-__all__ = ["DatasetInfo", "data_dir", "models_dir", "registry", "info", "load", "path", "model_path"]
+__all__ = [
+    "DatasetInfo",
+    "data_dir",
+    "models_dir",
+    "registry",
+    "info",
+    "load",
+    "path",
+    "model_path",
+]
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class RegimeInputs:
         s, u, t, k = self.log_emit.shape
         li = np.broadcast_to(self.log_init, (s, u, k)).reshape(s * u, k)
         lt = self.log_trans
-        lt = np.broadcast_to(lt, (s, u) + lt.shape[2:]).reshape((s * u,) + lt.shape[2:])
+        lt = np.broadcast_to(lt, (s, u, *lt.shape[2:])).reshape((s * u, *lt.shape[2:]))
         return li, lt, self.log_emit.reshape(s * u, t, k)
 
 
@@ -237,7 +237,7 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
         raise ResultFileError(f"no fit file at {p}")
     try:
         tree = xr.open_datatree(p, engine="h5netcdf").load()
-    except Exception as exc:  # noqa: BLE001 - any reader failure means the same to the user
+    except Exception as exc:
         raise ResultFileError(f"{p} is not a readable netCDF fit file: {exc}") from exc
     attrs = tree.attrs
     if "pathlock_file_format" not in attrs:
@@ -368,7 +368,9 @@ def _sampler_options(spec: Any) -> dict[str, Any]:
     if isinstance(opts, Mapping):
         return dict(opts)
     if hasattr(opts, "__dataclass_fields__"):
-        return {k: getattr(opts, k) for k in opts.__dataclass_fields__ if getattr(opts, k) is not None}
+        return {
+            k: getattr(opts, k) for k in opts.__dataclass_fields__ if getattr(opts, k) is not None
+        }
     return {}
 
 
@@ -483,7 +485,11 @@ def check_convergence(
             label = str(name)
             if da.ndim:
                 pos = np.unravel_index(idx, da.shape)
-                label += "[" + ", ".join(str(da[d].values[i]) for d, i in zip(da.dims, pos, strict=True)) + "]"
+                label += (
+                    "["
+                    + ", ".join(str(da[d].values[i]) for d, i in zip(da.dims, pos, strict=True))
+                    + "]"
+                )
             worst.append((label, float(values[idx])))
         worst.sort(key=lambda item: -item[1])
         max_rhat = worst[0][1] if worst else float("nan")
