@@ -586,8 +586,8 @@ def from_dataframe(
 
     step = freq if freq is not None else _infer_freq(times)
     grid = _make_grid(times, step, time)
-    pos = _grid_positions(times, grid)
-    off = np.flatnonzero(pos < 0)
+    grid_pos = _grid_positions(times, grid)
+    off = np.flatnonzero(grid_pos < 0)
     if off.size:
         i = off[0]
         raise DataError(
@@ -600,8 +600,8 @@ def from_dataframe(
     out = {c: np.full(shape, np.nan) for c in keep}
     cell_rows = np.full(shape, -1, dtype=np.int64)
     for c in keep:
-        out[c][codes, pos] = values[c]
-    cell_rows[codes, pos] = source_row
+        out[c][codes, grid_pos] = values[c]
+    cell_rows[codes, grid_pos] = source_row
 
     inserted = 0
     for u in range(units.size):

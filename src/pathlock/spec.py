@@ -552,7 +552,7 @@ def _parse_prior(raw: Any, key: str) -> PriorLike:
         )
     import pymc as pm
 
-    cls = getattr(pm, dist, None)
+    cls: Any = getattr(pm, dist, None)
     if not (isinstance(cls, type) and issubclass(cls, pm.Distribution)):
         names = _distribution_names()
         hint = difflib.get_close_matches(dist, names, n=3)
@@ -560,9 +560,10 @@ def _parse_prior(raw: Any, key: str) -> PriorLike:
         raise SpecError(
             f"{key}.dist = {dist!r} is not a PyMC distribution{extra}; allowed: " + ", ".join(names)
         )
+    factory: Any = cls  # isinstance narrowed cls to `type`, which hides `.dist`
     params = [
         n
-        for n, p in inspect.signature(cls.dist).parameters.items()
+        for n, p in inspect.signature(factory.dist).parameters.items()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
     for k, v in raw.items():
@@ -575,7 +576,7 @@ def _parse_prior(raw: Any, key: str) -> PriorLike:
                 f"{key}.{k} must be a number or an array of numbers; found {_type_name(v)} {v!r}"
             )
     try:
-        cls.dist(**{k: np.asarray(v, dtype=float) for k, v in raw.items()})
+        factory.dist(**{k: np.asarray(v, dtype=float) for k, v in raw.items()})
     except Exception as exc:  # PyMC raises many types for bad arguments
         raise SpecError(f"{key}: pymc.{dist} rejects {raw}: {exc}") from None
     return Prior(dist, raw)
@@ -1569,10 +1570,10 @@ class Spec:
         if name == "regime_init":
             return Prior("Dirichlet", {"a": [1.0] * k})
         if name == "trans_p":
-            extra = 0.0
+            extra: Any = 0.0
             if self.regimes.structure != "free":
                 stick = self.prior("trans_stickiness")
-                extra = float(stick.value) if isinstance(stick, Fixed) else 10.0
+                extra = np.asarray(stick.value, dtype=float) if isinstance(stick, Fixed) else 10.0
             a = np.ones((k, k)) + extra * np.eye(k)
             return Prior("Dirichlet", {"a": a.tolist()})
         if name == "hazard_intercept" and self.regimes.structure == "free":
