@@ -328,12 +328,12 @@ PARAMETERS: dict[str, Parameter] = {
         # ---- indicators: Z_jt = nu_j + lambda_j C_t + noise (log link for counts)
         Parameter(
             "indicator_nu", _p("Normal", mu=0, sigma=2), (dims.INDICATOR,), "real",
-            "always (the first indicator's is fixed at 0)",
+            "two or more indicators (the first is fixed at 0)",
             "Indicator intercepts nu_j.",
         ),
         Parameter(
             "indicator_lambda", _p("Normal", mu=1, sigma=0.5), (dims.INDICATOR,), "real",
-            "always (the first indicator's is fixed at 1)",
+            "two or more indicators (the first is fixed at 1)",
             "Indicator loadings lambda_j on the constraint.",
         ),
         Parameter(
