@@ -86,7 +86,10 @@ class ToySpec:
                 pm.Normal("feedback_b", 0.0, 1.0, dims=dims.SIGNAL)
                 pm.Beta("feedback_w", 1.0, 2.0, shape=(1,))
                 pm.Normal("constraint", 0.0, 1.0, dims=(dims.UNIT, dims.TIME))
-            emit = pm.logp(pm.Normal.dist(mu, sigma), data.y[..., None])
+            # Missing observations carry no information: a zero emission row.
+            missing = np.isnan(data.y)[..., None]
+            emit = pm.logp(pm.Normal.dist(mu, sigma), np.nan_to_num(data.y)[..., None])
+            emit = pt.where(missing, 0.0, emit)
             a = self.trans()
             init = np.array([1.0, 0.0]) if self.absorbing else np.array([0.5, 0.5])
             if self.expand:
