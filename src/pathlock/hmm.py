@@ -17,6 +17,7 @@ i, S_t = j | y)``.
 
 from __future__ import annotations
 
+from hashlib import sha256
 from typing import NamedTuple
 
 import numba
@@ -119,8 +120,11 @@ def _forward_unit(li, lt, le, filt, pred, logc):  # pragma: no cover - numba
 
 @numba.njit(cache=True, nogil=True)
 def _backward_unit(lt, filt, pred, smooth, pair, pair_acc):  # pragma: no cover
-    """RTS-form smoother; fills ``pair`` (T-1, K, K) or accumulates into
-    ``pair_acc`` (Ta, K, K) when ``pair`` has no time steps."""
+    """RTS-form smoother.
+
+    Fills ``pair`` (T-1, K, K), or accumulates into ``pair_acc`` (Ta, K, K) when
+    ``pair`` has no time steps.
+    """
     n_steps, k = filt.shape
     ta = lt.shape[0]
     store = pair.shape[0] > 0
@@ -293,6 +297,45 @@ def _viterbi(log_init, log_trans, log_emit):  # pragma: no cover
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _check_op_shapes(
+    log_init, log_trans, log_emit, init_broadcasts, trans_broadcasts
+):  # pragma: no cover
+    """Shape checks the Op makes at run time; the kernels index without bounds checks.
+
+    A unit axis of length 1 broadcasts only where it is statically 1, as in
+    PyTensor's own broadcasting: otherwise the gradient would come back with the
+    wrong shape.
+    """
+    n_units, n_steps, k = log_emit.shape
+    if k < 2:
+        raise KernelInputError("log_emit: need at least 2 regimes in the last axis")
+    if n_steps < 1:
+        raise KernelInputError("log_emit: need at least 1 time step")
+    if log_init.shape[1] != k:
+        raise KernelInputError("log_init: last axis must have log_emit's number of regimes")
+    if log_trans.shape[2] != k or log_trans.shape[3] != k:
+        raise KernelInputError("log_trans: last two axes must have log_emit's number of regimes")
+    if log_init.shape[0] != n_units and not (init_broadcasts and log_init.shape[0] == 1):
+        raise KernelInputError(
+            "log_init: unit axis must match log_emit's (length 1 broadcasts only when static)"
+        )
+    if log_trans.shape[0] != n_units and not (trans_broadcasts and log_trans.shape[0] == 1):
+        raise KernelInputError(
+            "log_trans: unit axis must match log_emit's (length 1 broadcasts only when static)"
+        )
+    if log_trans.shape[1] != 1 and log_trans.shape[1] != n_steps:
+        raise KernelInputError("log_trans: time axis must have length 1 or log_emit's")
+
+
+@numba.njit(cache=True, nogil=True)
+def _checked_loglike_and_grad(
+    log_init, log_trans, log_emit, init_broadcasts, trans_broadcasts
+):  # pragma: no cover
+    _check_op_shapes(log_init, log_trans, log_emit, init_broadcasts, trans_broadcasts)
+    return _loglike_and_grad(log_init, log_trans, log_emit)
+
+
 # --------------------------------------------------------------------------
 # NumPy API with validation at the boundary
 # --------------------------------------------------------------------------
@@ -309,7 +352,8 @@ def _standardise(
         le = le[None]
     if le.ndim != 3:
         raise KernelInputError(
-            f"log_emit must have dims (unit, time, regime) or (time, regime); found shape {le.shape}"
+            "log_emit must have dims (unit, time, regime) or (time, regime); "
+            f"found shape {le.shape}"
         )
     n_units, n_steps, k = le.shape
     if li.ndim == 1:
@@ -325,7 +369,8 @@ def _standardise(
             raise KernelInputError("log_emit has no time steps; expected at least 1")
         if li.ndim != 2 or li.shape[1] != k or li.shape[0] not in (1, n_units):
             raise KernelInputError(
-                f"log_init must have shape ({k},) or (1 or {n_units}, {k}); found {np.shape(log_init)}"
+                f"log_init must have shape ({k},) or (1 or {n_units}, {k}); "
+                f"found {np.shape(log_init)}"
             )
         if (
             lt.ndim != 4
@@ -345,7 +390,9 @@ def _standardise(
                     "(use 0 for a missing observation, -inf for an impossible one)"
                 )
             if np.isposinf(arr).any():
-                raise KernelInputError(f"{name} contains +inf; expected log-probabilities <= finite")
+                raise KernelInputError(
+                    f"{name} contains +inf; expected log-probabilities <= finite"
+                )
         if np.any(np.abs(np.logaddexp.reduce(li, axis=-1)) > 1e-8):
             raise KernelInputError(
                 "log_init rows must be normalised log-probabilities (logsumexp = 0); "
@@ -449,7 +496,7 @@ def sample_paths(
     n = 1 if n_samples is None else int(n_samples)
     if n < 1:
         raise KernelInputError(f"n_samples must be at least 1; found {n_samples}")
-    out = _ffbs(li, lt, le, gen.random((n,) + le.shape[:2]))
+    out = _ffbs(li, lt, le, gen.random((n, *le.shape[:2])))
     return out[0] if n_samples is None else out
 
 
@@ -479,6 +526,7 @@ class ForwardBackwardOp(Op):
     __props__ = ()
 
     def make_node(self, log_init, log_trans, log_emit) -> Apply:  # type: ignore[override]
+        """Build the node; outputs are the log-likelihood and the three gradients."""
         li = pt.as_tensor_variable(log_init).astype("float64")
         lt = pt.as_tensor_variable(log_trans).astype("float64")
         le = pt.as_tensor_variable(log_emit).astype("float64")
@@ -500,16 +548,21 @@ class ForwardBackwardOp(Op):
         return Apply(self, [li, lt, le], outputs)
 
     def perform(self, node, inputs, output_storage) -> None:  # type: ignore[override]
+        """Run the numba kernel (checked shapes) from Python."""
         li, lt, le = (np.ascontiguousarray(x) for x in inputs)
-        for store, value in zip(output_storage, _loglike_and_grad(li, lt, le), strict=True):
+        init_bc, trans_bc = _static_unit_broadcast(node)
+        values = _checked_loglike_and_grad(li, lt, le, init_bc, trans_bc)
+        for store, value in zip(output_storage, values, strict=True):
             store[0] = value
 
-    def infer_shape(self, fgraph, node, input_shapes):  # type: ignore[override]
+    def infer_shape(self, node, input_shapes):  # type: ignore[override]
+        """Shapes of the four outputs from the input shapes."""
         s_init, s_trans, s_emit = input_shapes
         u = s_emit[0]
         return [(u,), (u, s_init[1]), (u, s_trans[1], s_trans[2], s_trans[3]), s_emit]
 
     def pullback(self, inputs, outputs, cotangents):  # type: ignore[override]
+        """Scale the stored marginals by each unit's cotangent; reduce broadcast axes."""
         li, lt, _ = inputs
         for g in cotangents[1:]:
             if not isinstance(g.type, DisconnectedType):
@@ -528,10 +581,16 @@ class ForwardBackwardOp(Op):
         return [d_init, d_trans, d_emit]
 
     def connection_pattern(self, node):  # type: ignore[override]
+        """Every input reaches the log-likelihood; the gradient outputs are auxiliary."""
         return [[True, False, False, False]] * 3
 
 
 forward_backward_op = ForwardBackwardOp()
+
+
+def _static_unit_broadcast(node: Apply) -> tuple[bool, bool]:
+    """Whether log_init's and log_trans's unit axes are statically of length 1."""
+    return node.inputs[0].type.shape[0] == 1, node.inputs[1].type.shape[0] == 1
 
 
 def hmm_loglike(log_init, log_trans, log_emit) -> pt.TensorVariable:
@@ -568,16 +627,20 @@ def hmm_loglike(log_init, log_trans, log_emit) -> pt.TensorVariable:
 def _register_numba() -> None:
     from pytensor.link.numba.dispatch.basic import (
         numba_njit,
-        register_funcify_default_op_cache_key,
+        register_funcify_and_cache_key,
     )
 
-    @register_funcify_default_op_cache_key(ForwardBackwardOp)
-    def _funcify_forward_backward(op, node=None, **kwargs):  # noqa: ARG001
+    @register_funcify_and_cache_key(ForwardBackwardOp)
+    def _funcify_forward_backward(op, node=None, **kwargs):
+        init_bc, trans_bc = _static_unit_broadcast(node)
+
         @numba_njit
         def forward_backward_numba(log_init, log_trans, log_emit):
-            return _loglike_and_grad(log_init, log_trans, log_emit)
+            return _checked_loglike_and_grad(log_init, log_trans, log_emit, init_bc, trans_bc)
 
-        return forward_backward_numba
+        # The generated function depends on the two static flags only.
+        key = f"pathlock.hmm.ForwardBackwardOp-v2-{init_bc}-{trans_bc}"
+        return forward_backward_numba, sha256(key.encode()).hexdigest()
 
 
 _register_numba()
