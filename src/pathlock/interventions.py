@@ -1248,7 +1248,7 @@ def _extend_time(labels: Any, horizon: int, freq: Any = None) -> np.ndarray:
     if np.issubdtype(values.dtype, np.datetime64):
         index = pd.DatetimeIndex(values)
         if not isinstance(freq, str):
-            freq = pd.infer_freq(index) if len(index) >= 3 else None
+            freq = pd.DatetimeIndex(values, freq="infer").freq if len(index) >= 3 else None
         if freq is not None:
             more = pd.date_range(index[-1], periods=horizon + 1, freq=freq)[1:]
         else:
@@ -1658,7 +1658,7 @@ def _labels_at(time: np.ndarray, idx: NDArray[np.int64]) -> np.ndarray:
     safe = np.where(idx >= 0, idx, 0)
     out = time[safe]
     if np.issubdtype(time.dtype, np.datetime64):
-        return np.where(idx >= 0, out, np.datetime64("NaT"))
+        return np.where(idx >= 0, out, np.array("NaT", dtype=time.dtype))
     if np.issubdtype(time.dtype, np.number):
         return np.where(idx >= 0, out.astype(float), np.nan)
     out = out.astype(object)
