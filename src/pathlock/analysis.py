@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import arviz_stats  # noqa: F401 - registers the xarray .azstats accessor
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -50,7 +51,7 @@ __all__ = [
 #: Key of ``Built.extras`` mapping kernel states to regimes, for families whose
 #: kernel runs on an expanded state space (Hamilton's MS-AR: K^(p+1) states).
 #: Either an integer vector (state,) of regime indices or a 0/1 matrix (state, regime).
-STATE_TO_REGIME = "state_to_regime"
+STATE_TO_REGIME = ("regime_aggregation", "state_to_regime")
 
 Kind = Literal["smoothed", "filtered"]
 
@@ -74,19 +75,20 @@ def _state_map(fit: Fit, n_states: int) -> NDArray[np.int64] | None:
     """Regime index of each kernel state, or None when states are regimes."""
     n_regimes = len(fit.regime_names)
     extras = fit.regime_inputs().extras
-    if STATE_TO_REGIME not in extras:
+    key = next((k for k in STATE_TO_REGIME if k in extras), None)
+    if key is None:
         if n_states != n_regimes:
             raise PathlockError(
                 f"the kernel has {n_states} states but the model has {n_regimes} regimes "
                 f"{fit.regime_names}; a family with an expanded state space must put "
-                f"Built.extras[{STATE_TO_REGIME!r}] (state -> regime index) in its build"
+                f"Built.extras[{STATE_TO_REGIME[0]!r}] (state, regime) in its build"
             )
         return None
-    raw = np.asarray(extras[STATE_TO_REGIME])[0]
+    raw = np.asarray(extras[key])[0]
     mapping = raw.argmax(axis=-1) if raw.ndim == 2 else raw.astype(np.int64)
     if mapping.shape != (n_states,) or mapping.min() < 0 or mapping.max() >= n_regimes:
         raise PathlockError(
-            f"Built.extras[{STATE_TO_REGIME!r}] must map each of the {n_states} kernel states "
+            f"Built.extras[{key!r}] must map each of the {n_states} kernel states "
             f"to one of {n_regimes} regimes; found values {np.unique(mapping)} for "
             f"shape {mapping.shape}"
         )
@@ -715,17 +717,17 @@ def hidden_constraint(
 
 
 def _observed_feedback(fit: Fit) -> xr.DataArray | None:
-    if "observed_data" not in fit.idata:
+    """Observed feedback (unit, time, signal) when the spec names its feedback columns."""
+    series = getattr(fit.spec, "feedback", None)
+    if not series:
         return None
-    obs = fit.idata["observed_data"]
-    for name in ("feedback", "y_feedback", "feedback_y"):
-        if name in obs and dims.SIGNAL in obs[name].dims:
-            return (
-                obs[name].to_dataarray().squeeze()
-                if hasattr(obs[name], "to_dataarray")
-                else obs[name]
-            )
-    return None
+    ds = fit.data.to_dataset()
+    cols = [s.column for s in series]
+    if any(c not in ds for c in cols):
+        return None
+    da = xr.concat([ds[c] for c in cols], dim=dims.SIGNAL, coords="minimal", compat="override")
+    da = da.assign_coords({dims.SIGNAL: [s.name for s in series]})
+    return da.transpose(dims.UNIT, dims.TIME, dims.SIGNAL).rename("observed")
 
 
 # --------------------------------------------------------------------------
@@ -894,23 +896,22 @@ def _mask_after(fit: Fit, cutoff: int) -> Any:
     fit (latent paths beyond the cutoff are drawn from their prior) and its
     draws can be scored on the full data.
     """
-    data = fit.data
-    if hasattr(data, "split_datasets"):
-        observed, constant = data.split_datasets()
+    ds = fit.data.to_dataset()
+    spec = fit.spec
+    # Only outcomes are masked: exposures (covariates) stay known.
+    series = [*getattr(spec, "indicators", ()), *getattr(spec, "feedback", ())]
+    if series:
+        observed = [s.column for s in series]
+    elif hasattr(fit.data, "split_datasets"):
+        observed = list(fit.data.split_datasets()[0].data_vars)
     else:
-        observed, constant = data.to_dataset(), xr.Dataset()
-    times = observed[dims.TIME].values[int(cutoff) :]
-    masked = observed.copy()
-    for name, var in observed.data_vars.items():
-        if dims.TIME in var.dims:
-            masked[name] = var.where(~var[dims.TIME].isin(times))
-    ds = (
-        xr.merge([masked, constant], compat="override", join="outer")
-        if constant.data_vars
-        else masked
-    )
-    ds.attrs = dict(data.to_dataset().attrs)
-    return fit.spec.data_from_dataset(ds)
+        observed = [str(n) for n, v in ds.data_vars.items() if dims.TIME in v.dims]
+    keep = xr.DataArray(np.arange(ds.sizes[dims.TIME]) < int(cutoff), dims=(dims.TIME,))
+    masked = ds.copy()
+    for name in observed:
+        masked[name] = ds[name].where(keep)
+    masked.attrs = dict(ds.attrs)
+    return spec.data_from_dataset(masked)
 
 
 def _refit_predictive(full: Fit, refit: Fit) -> xr.DataArray:
