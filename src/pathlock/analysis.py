@@ -716,9 +716,17 @@ def hidden_constraint(
     )
 
 
+def _series_specs(spec: Any, kind: str) -> list[Any]:
+    """The spec's indicator or feedback series (objects with ``name`` and ``column``), if any."""
+    found = getattr(spec, kind, ())
+    if not isinstance(found, tuple | list):
+        return []
+    return [s for s in found if hasattr(s, "column") and hasattr(s, "name")]
+
+
 def _observed_feedback(fit: Fit) -> xr.DataArray | None:
     """Observed feedback (unit, time, signal) when the spec names its feedback columns."""
-    series = getattr(fit.spec, "feedback", None)
+    series = _series_specs(fit.spec, "feedback")
     if not series:
         return None
     ds = fit.data.to_dataset()
@@ -899,7 +907,7 @@ def _mask_after(fit: Fit, cutoff: int) -> Any:
     ds = fit.data.to_dataset()
     spec = fit.spec
     # Only outcomes are masked: exposures (covariates) stay known.
-    series = [*getattr(spec, "indicators", ()), *getattr(spec, "feedback", ())]
+    series = [*_series_specs(spec, "indicators"), *_series_specs(spec, "feedback")]
     if series:
         observed = [s.column for s in series]
     elif hasattr(fit.data, "split_datasets"):
