@@ -1,0 +1,373 @@
+"""Acceptance study of the posterior analysis layer (issue 4).
+
+On data simulated from the canonical ratchet model (models/decoupling.toml), T = 120:
+
+1. decoupling datasets (true decoupling inside the series): is the posterior
+   median decoupling time within 3 steps of the truth (target: >= 18 of 20),
+   does the 90 % HDI cover it (target: 16 to 20 of 20)?
+2. datasets without decoupling (lock-in hazard switched off): is
+   P(decoupled by the end) < 0.2 (target: >= 9 of 10)?
+3. model comparison: ratchet vs random-walk constraint, data from each
+   (target: the data-generating process wins in >= 8 of 10 each way, by
+   PSIS-LOO and by PSIS-LFO);
+4. early warning on the decoupling datasets: delay of the filtered-probability
+   rule (0.8) and of the rule "act when the feedback moves two standard
+   deviations from its first-20-step mean" (target: the model's median delay
+   is smaller).
+
+Datasets are chosen by seed in order: a decoupling dataset is kept when its
+true decoupling time lies in [``--window-low``, ``--window-high``] so that
+both rules have a baseline and there is something after the switch to detect.
+
+Usage:
+    python validation/analysis_acceptance.py             # the full study
+    python validation/analysis_acceptance.py --ci        # CI size: 4 + 2 + 2x2, short chains
+    python validation/analysis_acceptance.py --jobs 8    # datasets in parallel processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC_FILE = ROOT / "models" / "decoupling.toml"
+
+
+# --------------------------------------------------------------------------
+# specs, simulation and ground truth
+# --------------------------------------------------------------------------
+
+
+def make_spec(process: str) -> Any:
+    import pathlock as pl
+
+    spec = pl.Spec.from_toml(SPEC_FILE)
+    if spec.constraint.process == process:
+        return spec
+    constraint = dataclasses.replace(spec.constraint, process=process)
+    return dataclasses.replace(spec, constraint=constraint, name=f"{spec.name}_{process}")
+
+
+def true_decoupling_index(truth: Any, n_steps: int) -> int:
+    """Position of the true first decoupled step of unit 0; ``n_steps`` when it never happens."""
+    get = truth.get if isinstance(truth, dict) else lambda k, d=None: getattr(truth, k, d)
+    for key in ("decoupling_index", "decoupling_step"):
+        value = get(key)
+        if value is not None:
+            v = np.ravel(np.asarray(value, dtype=float))[0]
+            return n_steps if not np.isfinite(v) or v < 0 else int(v)
+    for key in ("regime", "regimes", "regime_path", "regime_paths"):
+        value = get(key)
+        if value is not None:
+            path = np.asarray(getattr(value, "values", value))
+            path = path.reshape(-1, path.shape[-1])[0]
+            if path.dtype.kind in "US" or path.dtype == object:
+                off = path != path[0] if path[0] == "tracking" else path != "tracking"
+            else:
+                off = path != 0
+            return int(np.argmax(off)) if off.any() else n_steps
+    raise RuntimeError(f"cannot find the true regime path in the simulator's truth: {truth!r}")
+
+
+def simulate(
+    spec: Any, seed: int, n_steps: int, params: dict | None = None
+) -> tuple[pd.DataFrame, int]:
+    import pathlock as pl
+
+    data, truth = pl.simulate(spec, params, n_steps=n_steps, n_units=1, seed=seed)
+    return data, true_decoupling_index(truth, n_steps)
+
+
+NULL_PARAMS = {
+    "hazard_intercept": np.array([[0.0, -40.0], [0.0, 0.0]]),
+    "hazard_slope": np.zeros((2, 2)),
+}
+
+
+def choose_datasets(args: argparse.Namespace) -> dict[str, list[tuple[int, int]]]:
+    """(seed, true index) of every dataset of the study, chosen by seed in order."""
+    ratchet = make_spec("ratchet")
+    chosen: dict[str, list[tuple[int, int]]] = {"decoupling": [], "null": [], "random_walk": []}
+    seed = args.seed
+    while len(chosen["decoupling"]) < args.n_decoupling:
+        _, tau = simulate(ratchet, seed, args.steps)
+        if args.window_low <= tau <= args.window_high:
+            chosen["decoupling"].append((seed, tau))
+        seed += 1
+        if seed > args.seed + 5000:
+            raise RuntimeError(
+                "fewer decoupling datasets in the window than asked for in 5000 seeds"
+            )
+    seed = args.seed + 10_000
+    while len(chosen["null"]) < args.n_null:
+        _, tau = simulate(ratchet, seed, args.steps, NULL_PARAMS)
+        if tau == args.steps:
+            chosen["null"].append((seed, tau))
+        seed += 1
+    rw = make_spec("random_walk")
+    chosen["random_walk"] = [
+        (args.seed + 20_000 + i, simulate(rw, args.seed + 20_000 + i, args.steps)[1])
+        for i in range(args.n_compare)
+    ]
+    return chosen
+
+
+# --------------------------------------------------------------------------
+# one dataset
+# --------------------------------------------------------------------------
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    import pathlock as pl
+    from pathlock import analysis
+
+    warnings.filterwarnings("ignore")
+    t0 = time.perf_counter()
+    kind, seed, tau, n_steps = task["kind"], task["seed"], task["tau"], task["steps"]
+    sample = {k: task[k] for k in ("draws", "tune", "chains")}
+    sample["cores"] = task["cores"]
+    dgp = "random_walk" if kind == "random_walk" else "ratchet"
+    params = NULL_PARAMS if kind == "null" else None
+    data, _ = simulate(make_spec(dgp), seed, n_steps, params)
+    out: dict[str, Any] = {"kind": kind, "seed": seed, "tau": tau}
+
+    ratchet_fit = pl.fit(make_spec("ratchet"), data, seed=seed, check=False, **sample)
+    out["divergences"] = int(ratchet_fit.idata["sample_stats"]["diverging"].sum())
+    dt = ratchet_fit.decoupling_time(seed=seed, n=task["paths"], prob=0.9)
+    idx = dt.index.values.ravel()
+    out["median"] = int(np.quantile(idx, 0.5, method="inverted_cdf"))
+    hdi = dt.index.azstats.hdi(prob=0.9, dim=["chain", "draw", "path"]).values.ravel()
+    out["hdi"] = [int(hdi[0]), int(hdi[1])]
+    out["p_decoupled_end"] = float(dt.prob_by_time.isel(time=-1).values.ravel()[0])
+
+    if kind == "decoupling":
+        ew = ratchet_fit.early_warning(0.8)
+        out["model_detect"] = int(ew.detection_index.values.ravel()[0])
+        feedback = pd.Series(data["feedback"].to_numpy(float))
+        rule = analysis.feedback_rule_detection(feedback, baseline=20, n_sd=2.0)
+        out["rule_detect"] = n_steps if pd.isna(rule.item()) else int(rule.item())
+
+    if task["compare"]:
+        rw_fit = pl.fit(make_spec("random_walk"), data, seed=seed + 1, check=False, **sample)
+        fits = {"ratchet": ratchet_fit, "random_walk": rw_fit}
+        loo = analysis.compare(fits, method="loo")
+        out["loo_best"] = str(loo.index[0])
+        out["loo_diff"] = float(loo["elpd_diff"].iloc[1])
+        out["loo_high_k"] = {str(k): int(v) for k, v in loo["n_high_k"].items()}
+        lfo = analysis.compare(
+            fits,
+            method="lfo",
+            min_observations=task["lfo_min"],
+            k_threshold=0.7,
+            draws=task["refit_draws"],
+            tune=task["refit_draws"],
+            chains=2,
+            seed=seed,
+            cores=task["cores"],
+        )
+        out["lfo_best"] = str(lfo.index[0])
+        out["lfo_diff"] = float(lfo["elpd_diff"].iloc[1])
+        out["lfo_refits"] = {str(k): int(v) for k, v in lfo["n_refits"].items()}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+# --------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------
+
+
+def report(
+    results: list[dict[str, Any]], args: argparse.Namespace
+) -> list[tuple[str, str, str, bool]]:
+    dec = [r for r in results if r["kind"] == "decoupling"]
+    null = [r for r in results if r["kind"] == "null"]
+    n_steps = args.steps
+    near = sum(abs(r["median"] - r["tau"]) <= 3 for r in dec)
+    cover = sum(r["hdi"][0] <= r["tau"] <= r["hdi"][1] for r in dec)
+    low_p = sum(r["p_decoupled_end"] < 0.2 for r in null)
+    scale = len(dec) / 20 if dec else 1.0
+    rows = [
+        (
+            "median within 3 steps of truth",
+            f"{near}/{len(dec)}",
+            f">= {int(np.ceil(18 * scale))}",
+            near >= np.ceil(18 * scale),
+        ),
+        (
+            "90% HDI covers truth",
+            f"{cover}/{len(dec)}",
+            f"{int(np.floor(16 * scale))}-{len(dec)}",
+            cover >= np.floor(16 * scale),
+        ),
+        (
+            "no decoupling: P(decoupled by end) < 0.2",
+            f"{low_p}/{len(null)}",
+            f">= {int(np.ceil(9 * len(null) / 10))}",
+            low_p >= np.ceil(9 * len(null) / 10),
+        ),
+    ]
+    for method in ("loo", "lfo"):
+        for dgp in ("ratchet", "random_walk"):
+            group = [
+                r
+                for r in results
+                if f"{method}_best" in r and (r["kind"] == "random_walk") == (dgp == "random_walk")
+            ]
+            if not group:
+                continue
+            wins = sum(r[f"{method}_best"] == dgp for r in group)
+            need = int(np.ceil(8 * len(group) / 10))
+            rows.append(
+                (
+                    f"{method.upper()} picks {dgp} when it generated the data",
+                    f"{wins}/{len(group)}",
+                    f">= {need}",
+                    wins >= need,
+                )
+            )
+    if dec:
+        model = np.array([r["model_detect"] - r["tau"] for r in dec], float)
+        rule = np.array([r["rule_detect"] - r["tau"] for r in dec], float)
+        model_never = sum(r["model_detect"] >= n_steps for r in dec)
+        rule_never = sum(r["rule_detect"] >= n_steps for r in dec)
+        # A rule that never fires gets delay T - tau (censored at the end of the data).
+        m_med, r_med = float(np.median(model)), float(np.median(rule))
+        rows.append(
+            (
+                "early warning: median delay, filtered P >= 0.8",
+                f"{m_med:+.1f} ({model_never} never)",
+                "",
+                True,
+            )
+        )
+        rows.append(
+            (
+                "early warning: median delay, 2-sd feedback rule",
+                f"{r_med:+.1f} ({rule_never} never)",
+                "",
+                True,
+            )
+        )
+        rows.append(
+            (
+                "model detects earlier in the median",
+                f"{m_med:+.1f} < {r_med:+.1f}",
+                "yes",
+                m_med < r_med,
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ci", action="store_true", help="small CI version")
+    parser.add_argument("--n-decoupling", type=int, default=20)
+    parser.add_argument("--n-null", type=int, default=10)
+    parser.add_argument(
+        "--n-compare", type=int, default=10, help="datasets per DGP in the comparison"
+    )
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--paths", type=int, default=1, help="FFBS paths per draw")
+    parser.add_argument("--lfo-min", type=int, default=100, help="first LFO forecast origin")
+    parser.add_argument("--refit-draws", type=int, default=500)
+    parser.add_argument("--window-low", type=int, default=30)
+    parser.add_argument("--window-high", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="write per-dataset results (JSON)")
+    args = parser.parse_args()
+    if args.ci:
+        args.n_decoupling, args.n_null, args.n_compare = 4, 2, 2
+        args.draws = args.tune = 300
+        args.chains = 2
+        args.lfo_min, args.refit_draws = args.steps - 5, 200
+
+    t0 = time.perf_counter()
+    chosen = choose_datasets(args)
+    common = {
+        "steps": args.steps,
+        "draws": args.draws,
+        "tune": args.tune,
+        "chains": args.chains,
+        "paths": args.paths,
+        "lfo_min": args.lfo_min,
+        "refit_draws": args.refit_draws,
+        "cores": 1 if args.jobs > 1 else None,
+    }
+    tasks = []
+    for i, (seed, tau) in enumerate(chosen["decoupling"]):
+        tasks.append(
+            {
+                "kind": "decoupling",
+                "seed": seed,
+                "tau": tau,
+                "compare": i < args.n_compare,
+                **common,
+            }
+        )
+    tasks += [
+        {"kind": "null", "seed": s, "tau": tau, "compare": False, **common}
+        for s, tau in chosen["null"]
+    ]
+    tasks += [
+        {"kind": "random_walk", "seed": s, "tau": tau, "compare": True, **common}
+        for s, tau in chosen["random_walk"]
+    ]
+    # Longest tasks first so the pool drains evenly.
+    tasks.sort(key=lambda t: not t["compare"])
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(run_task, tasks))
+    else:
+        results = [run_task(t) for t in tasks]
+
+    rows = report(results, args)
+    print(
+        f"\nissue 4 acceptance: T = {args.steps}, {args.chains} x {args.draws} draws "
+        f"(tune {args.tune}), "
+        f"LFO from t = {args.lfo_min}, refits {args.refit_draws} draws, {args.jobs} job(s)"
+        f"{' [CI size]' if args.ci else ''}\n"
+    )
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"{'check':<{width}}{'result':>26}{'target':>10}  ok")
+    for name, result, target, ok in rows:
+        print(f"{name:<{width}}{result:>26}{target:>10}  {'PASS' if ok else 'FAIL'}")
+    divs = sum(r["divergences"] for r in results)
+    print(
+        f"\n{len(results)} datasets, {divs} divergent transitions in all ratchet fits, "
+        f"{time.perf_counter() - t0:.0f} s wall"
+    )
+    print("per dataset: kind seed tau median hdi p_end [model_detect rule_detect] [loo lfo]")
+    for r in results:
+        extra = ""
+        if "model_detect" in r:
+            extra += f" detect {r['model_detect']}/{r['rule_detect']}"
+        if "loo_best" in r:
+            extra += f" loo {r['loo_best']} ({r['loo_diff']:.1f})"
+            extra += f" lfo {r['lfo_best']} ({r['lfo_diff']:.1f}, refits {r['lfo_refits']})"
+        print(
+            f"  {r['kind']:<11} {r['seed']} tau {r['tau']:>3} median {r['median']:>3} "
+            f"hdi {r['hdi']} "
+            f"p_end {r['p_decoupled_end']:.2f}{extra}"
+        )
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
