@@ -761,7 +761,8 @@ def summary(
         Variables to include (default: every posterior variable, without the
         latent paths over time unless ``include_latent``).
     include_latent : bool
-        Include posterior variables with a ``time`` dim (latent paths).
+        Include latent paths: posterior variables with a ``time`` dim or an
+        axis of length T or T - 1 (e.g. non-centred innovations).
     ci_prob : float
         Interval mass.
     ci_kind : {"hdi", "eti"}
@@ -780,8 +781,11 @@ def summary(
 
     post = fit.idata.posterior
     if var_names is None:
+        n_steps = post.sizes.get(dims.TIME, len(fit.built.model.coords[dims.TIME]))
         var_names = [
-            str(n) for n, v in post.data_vars.items() if include_latent or dims.TIME not in v.dims
+            str(n)
+            for n, v in post.data_vars.items()
+            if include_latent or not _is_latent_path(v, n_steps)
         ]
     else:
         unknown = [v for v in var_names if v not in post]
@@ -799,6 +803,14 @@ def summary(
     if "r_hat" in table:
         table.attrs["max_r_hat"] = float(pd.to_numeric(table["r_hat"], errors="coerce").max())
     return table
+
+
+def _is_latent_path(var: xr.DataArray, n_steps: int) -> bool:
+    """Whether a posterior variable is a path over time (a ``time`` dim or a T or T-1 axis)."""
+    if dims.TIME in var.dims:
+        return True
+    other = [var.sizes[d] for d in var.dims if d not in dims.SAMPLE_DIMS]
+    return n_steps > 3 and any(n in (n_steps, n_steps - 1) for n in other)
 
 
 def _name_fits(fits: Mapping[str, Fit] | Sequence[Fit]) -> dict[str, Fit]:
