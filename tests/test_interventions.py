@@ -297,7 +297,7 @@ def test_relief_is_refused_for_a_ratchet_before_any_simulation(ratchet_worlds, m
         raise AssertionError("simulation started")
 
     monkeypatch.setattr(iv, "simulate_scenarios", boom)
-    with pytest.raises(InterventionError, match="ratchet.*never decreases"):
+    with pytest.raises(InterventionError, match=r"ratchet.*never decreases"):
         compare_timings(ratchet_worlds, [Scenario("r", Relieve(1.0), At(5))], horizon=5, seed=0)
 
 
@@ -434,3 +434,30 @@ def test_bad_arguments(ratchet_worlds):
         res.beats("never", "sometimes")
     with pytest.raises(InterventionError, match="no fixed-timing"):
         res.point_of_no_return(1.0)
+
+
+def test_baseline_shortcut_changes_nothing(ratchet_worlds, rng):
+    w = ratchet_worlds
+    n_s, n_u, n_t = w.constraint.shape
+    taus = np.stack([np.full((n_s, n_u), t) for t in (-1, 0, 7, 20)])
+    after = np.arange(n_t)[None, None, None, :, None] > taus[..., None, None]
+    scale = np.where(after & (taus[..., None, None] >= 0), 0.3, 1.0)
+    sched = Schedule(taus, None, scale.repeat(2, -1), np.zeros(4), np.array([0, 1, 1, 0], bool))
+    args = (
+        "ratchet",
+        w.params,
+        sched,
+        rng.standard_normal((n_s, n_u, n_t)),
+        rng.random((n_s, n_u, n_t)),
+    )
+    kw = dict(
+        init=w.constraint[..., 0],
+        init_regime=np.zeros((n_s, n_u), np.int64),
+        transitions=w.transitions,
+        exposures=w.exposures,
+        absorbing=w.absorbing,
+    )
+    full = simulate_scenarios(*args, **kw)
+    fast = simulate_scenarios(*args, **kw, baseline_regime=full.regime[0])
+    np.testing.assert_array_equal(fast.regime, full.regime)
+    np.testing.assert_array_equal(fast.reset_blocked, full.reset_blocked)

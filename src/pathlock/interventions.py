@@ -633,7 +633,7 @@ class ScenarioPaths(NamedTuple):
     reset_blocked: NDArray[np.bool_]
 
 
-def _n_regimes(transitions: Transitions, uniforms: Any, init_regime: Any, absorbing: Any) -> int:
+def _n_regimes(transitions: Transitions) -> int:
     """Ask the model for one transition matrix to learn the number of regimes."""
     probe = transitions(np.zeros(1), None, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
     return int(np.shape(probe)[-1])
@@ -661,6 +661,7 @@ def simulate_scenarios(
     exposures: ArrayLike | None = None,
     covariates: ArrayLike | None = None,
     absorbing: Sequence[int] = (),
+    baseline_regime: ArrayLike | None = None,
 ) -> ScenarioPaths:
     """Simulate every scenario for every draw with common random numbers.
 
@@ -685,6 +686,11 @@ def simulate_scenarios(
     exposures : array_like (unit, time, exposure), optional
     covariates : array_like (unit, time, exog), optional
     absorbing : sequence of int
+    baseline_regime : array_like of int (sample, unit, time), optional
+        The regime paths of the same worlds without intervention (simulated
+        with the same uniforms).  Before ``tau`` a scenario's world is the
+        baseline's, so its regimes are copied rather than simulated again;
+        the result is identical, only faster.
 
     Returns
     -------
@@ -725,23 +731,28 @@ def simulate_scenarios(
     )
 
     n_units = lead[-1]
-    k = _n_regimes(transitions, uniforms, init_regime, absorbing)
-    flat_c = constraint.reshape(-1, n_times)
-    n_el = flat_c.shape[0]
+    k = _n_regimes(transitions)
+    # Time-major copies: each step reads one contiguous row.
+    c_tm = np.ascontiguousarray(constraint.reshape(-1, n_times).T)
+    n_el = c_tm.shape[1]
     sample_of = np.broadcast_to(np.arange(lead[1])[None, :, None], lead).ravel()
     unit_of = np.broadcast_to(np.arange(n_units)[None, None, :], lead).ravel()
-    flat_u = uniforms.reshape(-1, n_times)
-    u_row = sample_of * n_units + unit_of
+    u_tm = np.ascontiguousarray(uniforms.reshape(-1, n_times).T)
+    u_col = sample_of * n_units + unit_of
     haz = None
     if schedule.hazard_scale is not None:
         haz = schedule.hazard_scale.reshape(n_el, n_times, -1)
     is_absorbing = np.zeros(k, dtype=bool)
     is_absorbing[list(absorbing)] = True
     w_all = None if covariates is None else np.asarray(covariates, dtype=float)
-    regime = np.empty((n_el, n_times), dtype=np.int64)
+    base_tm = None
+    if baseline_regime is not None:
+        base_tm = np.ascontiguousarray(np.asarray(baseline_regime).reshape(-1, n_times).T)
+    regime = np.empty((n_times, n_el), dtype=np.int64)
     s = np.broadcast_to(np.asarray(init_regime, dtype=np.int64), lead).ravel().copy()
     flat_tau = tau.ravel()
-    reset_due = np.broadcast_to(schedule.reset[:, None, None], lead).ravel() & (flat_tau >= 0)
+    never = flat_tau < 0
+    reset_due = np.broadcast_to(schedule.reset[:, None, None], lead).ravel() & ~never
     blocked = np.zeros(n_el, dtype=bool)
 
     def _apply_reset(t: int) -> None:
@@ -752,22 +763,29 @@ def simulate_scenarios(
             s[due & ~absorbed] = 0
 
     _apply_reset(0)
-    regime[:, 0] = s
+    regime[0] = s
     for t in range(1, n_times):
+        moving = ~is_absorbing[s]
+        if base_tm is not None:
+            # Up to tau (and throughout for a scenario that never acts) every
+            # world is the baseline's: copy it instead of asking the model.
+            same = never | (t <= flat_tau)
+            s[same] = base_tm[t, u_col[same]]
+            moving &= ~same
         # An absorbed element never moves again: only the others need the model.
-        ids = np.flatnonzero(~is_absorbing[s])
+        ids = np.flatnonzero(moving)
         if ids.size:
             w = None if w_all is None else w_all[unit_of[ids], t]
-            probs = transitions(flat_c[ids, t - 1], w, sample_of[ids], unit_of[ids])
+            probs = transitions(c_tm[t - 1, ids], w, sample_of[ids], unit_of[ids])
             if haz is not None:
                 probs = _scale_hazard(probs, haz[ids, t])
             row = probs[np.arange(ids.size), s[ids]]
             cdf = np.cumsum(row, axis=-1)
-            u = flat_u[u_row[ids], t]
+            u = u_tm[t, u_col[ids]]
             s[ids] = np.minimum((u[:, None] >= cdf).sum(axis=-1), k - 1)
         _apply_reset(t)
-        regime[:, t] = s
-    regime = regime.reshape(*lead, n_times)
+        regime[t] = s
+    regime = np.ascontiguousarray(regime.T).reshape(*lead, n_times)
     blocked = blocked.reshape(lead)
     return ScenarioPaths(constraint, regime, blocked)
 
@@ -1008,32 +1026,52 @@ def worlds_from_fit(
             )
         constraint = np.asarray(extras["constraint"], dtype=float)[idx]
         constraint = constraint.reshape(len(idx), n_u, -1)
+
+    def values(name: str, tail: Sequence[str]) -> NDArray[np.float64]:
+        if name in post:
+            return _draw_values(post, name, idx, n_u, tail)
+        from pathlock.spec import Fixed
+
+        prior = spec.prior(name)
+        if not isinstance(prior, Fixed):
+            raise InterventionError(
+                f"parameter {name!r} is neither in the posterior nor fixed in the spec"
+            )
+        v = np.asarray(prior.value, dtype=float)
+        v = v.reshape(v.shape + (1,) * (len(tail) - v.ndim))
+        return np.broadcast_to(v, (len(idx), n_u, *v.shape)).astype(float)
+
     process = spec.constraint.process
     info = processes.PROCESSES[process]
     exposure_names = tuple(spec.constraint.exposures)
     params: dict[str, NDArray[np.float64]] = {
-        "mu": _draw_values(post, "constraint_mu", idx, n_u, []),
-        "sigma": _draw_values(post, "constraint_sigma", idx, n_u, []),
+        "mu": values("constraint_mu", []),
+        "sigma": values("constraint_sigma", []),
     }
     if exposure_names:
-        params["beta"] = _draw_values(post, "constraint_beta", idx, n_u, [dims.EXPOSURE])
+        params["beta"] = values("constraint_beta", [dims.EXPOSURE])
     for name in info.parameters:
-        if name == "baseline":
-            params[name] = _draw_values(post, "constraint_init", idx, n_u, [])
-        else:
-            params[name] = _draw_values(post, f"constraint_{name}", idx, n_u, [])
+        # Hysteresis recovers toward the path's own first level (decoupling._with_baseline).
+        params[name] = (
+            constraint[..., 0] if name == "baseline" else values(f"constraint_{name}", [])
+        )
 
     regime_names = tuple(spec.regime_names)
     k = len(regime_names)
-    ri = fit.regime_inputs()
-    li = np.broadcast_to(ri.log_init[idx], (len(idx), n_u, k)).reshape(len(idx) * n_u, k)
-    lt_all = ri.log_trans[idx]
-    lt = np.broadcast_to(lt_all, (len(idx), n_u, *lt_all.shape[2:]))
-    lt = lt.reshape(len(idx) * n_u, *lt_all.shape[2:])
-    le = ri.log_emit[idx].reshape(len(idx) * n_u, *ri.log_emit.shape[2:])
-    regime_paths = sample_paths(li, lt, le, rng=gen).reshape(len(idx), n_u, -1)
     fb = fit.forward_backward()
-    filtered = fb.filtered.reshape(-1, n_u, *fb.filtered.shape[1:])[idx]
+    ri = fit.regime_inputs()
+    if k > 1:
+        li = np.broadcast_to(ri.log_init[idx], (len(idx), n_u, k)).reshape(len(idx) * n_u, k)
+        lt_all = ri.log_trans[idx]
+        lt = np.broadcast_to(lt_all, (len(idx), n_u, *lt_all.shape[2:]))
+        lt = lt.reshape(len(idx) * n_u, *lt_all.shape[2:])
+        le = ri.log_emit[idx].reshape(len(idx) * n_u, *ri.log_emit.shape[2:])
+        regime_paths = sample_paths(li, lt, le, rng=gen).reshape(len(idx), n_u, -1)
+        filtered = fb.filtered.reshape(-1, n_u, *fb.filtered.shape[1:])[idx]
+    else:
+        lt_all = np.zeros((len(idx), 1, 1, 1, 1))
+        regime_paths = np.zeros(constraint.shape, dtype=np.int64)
+        filtered = np.ones((*constraint.shape, 1))
 
     structure = spec.regimes.structure
     absorbing = (k - 1,) if structure == "absorbing" and k > 1 else ()
@@ -1043,19 +1081,18 @@ def worlds_from_fit(
         rr = [dims.REGIME_FROM, dims.REGIME_TO]
         transitions = HazardTransitions(
             structure,
-            _draw_values(post, "hazard_intercept", idx, n_u, rr),
-            _draw_values(post, "hazard_slope", idx, n_u, rr)
-            if spec.regimes.hazard_on_constraint
-            else None,
-            _draw_values(post, "hazard_eta", idx, n_u, [*rr, dims.EXOG]) if cov_names else None,
+            values("hazard_intercept", rr),
+            values("hazard_slope", rr) if spec.regimes.hazard_on_constraint else None,
+            values("hazard_eta", [*rr, dims.EXOG]) if cov_names else None,
         )
     else:
         transitions = ConstantTransitions(np.exp(lt_all[:, :, 0]))
 
     signals = tuple(spec.signal_names)
     families = tuple(s.family for s in spec.feedback)
-    a = _draw_values(post, "feedback_a", idx, n_u, [dims.SIGNAL, dims.REGIME])
-    b = _draw_values(post, "feedback_b", idx, n_u, [dims.SIGNAL])
+    sr = [dims.SIGNAL, dims.REGIME]
+    a = values("feedback_a", sr)
+    b = values("feedback_b", [dims.SIGNAL])
     w = np.ones((len(idx), n_u, k))
     if k > 1:
         wv = post["feedback_w"]
@@ -1074,8 +1111,8 @@ def worlds_from_fit(
     nuisance = {}
     for key in ("sigma", "df", "alpha"):
         name = f"feedback_{key}"
-        if name in post:
-            nuisance[key] = _draw_values(post, name, idx, n_u, [dims.SIGNAL, dims.REGIME])
+        if spec.uses(name):
+            nuisance[key] = values(name, sr)
     shape = (len(idx), n_u, len(signals), k)
     intercept = np.broadcast_to(a, shape)
     loading = b[..., :, None] * w[:, :, None, :]
@@ -1542,7 +1579,9 @@ def _run(
         y_all, filt_all = _baseline_signals(worlds, c_base, s_base, covariates, horizon, rng)
     taus = np.stack([_policy_tau(s.policy, time, worlds, y_all, filt_all) for s in items])
     schedule, active = _schedule(items, taus, worlds, n_t)
-    paths = simulate_scenarios(worlds.process, worlds.params, schedule, shocks, uniforms, **common)
+    paths = simulate_scenarios(
+        worlds.process, worlds.params, schedule, shocks, uniforms, **common, baseline_regime=s_base
+    )
     return _assemble(worlds, items, time, paths, taus, active, threshold, harm, n_obs)
 
 
