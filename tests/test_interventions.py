@@ -461,3 +461,20 @@ def test_baseline_shortcut_changes_nothing(ratchet_worlds, rng):
     fast = simulate_scenarios(*args, **kw, baseline_regime=full.regime[0])
     np.testing.assert_array_equal(fast.regime, full.regime)
     np.testing.assert_array_equal(fast.reset_blocked, full.reset_blocked)
+
+
+def test_reset_in_the_two_regime_model_blocked_after_lock_in_holds_before(ratchet_worlds):
+    tau = 14  # about 40 % of the worlds have locked in by then
+    res = compare_timings(
+        ratchet_worlds, [Scenario("reset", ResetNarrative(), At(tau))], horizon=15, seed=2
+    )
+    out = res.outcomes
+    never, reset = out.sel(scenario="never"), out.sel(scenario="reset")
+    locked = (never["regime"].isel(time=tau) == 1).values
+    later = (~locked) & (never["regime"].isel(time=-1) == 1).values
+    assert locked.any() and later.any()
+    np.testing.assert_array_equal(reset["reset_blocked"].values, locked)
+    same = (reset["regime"] == never["regime"]).all(dims.TIME).values
+    assert np.all(same[locked])  # absorbed before tau: the reset changes nothing
+    assert not np.any(same[later])  # still tracking at tau: held there, lock-in prevented
+    assert np.all(reset["regime"].isel(time=slice(tau, None)).values[~locked] == 0)

@@ -132,11 +132,29 @@ class ReduceExposure:
 
 @dataclass(frozen=True)
 class ResetNarrative:
-    """Move the regime back to ``tracking`` at ``tau``.
+    """Move the regime back to ``tracking`` at ``tau`` and hold it there.
 
     A regime that is absorbing and already entered cannot be left: there the
-    reset does nothing, and the outcome ``reset_blocked`` says so.
+    reset does nothing, for good, and the outcome ``reset_blocked`` says so.
+    Elsewhere the regime is set to ``tracking`` at ``tau`` and kept there for
+    ``duration`` further steps (a campaign that maintains the narrative), after
+    which it evolves freely again.
+
+    Parameters
+    ----------
+    duration : int, optional
+        Steps after ``tau`` during which the regime is held at ``tracking``;
+        ``None`` for good.  A one-off reset is ``duration=0``.
     """
+
+    duration: int | None = None
+
+    def __post_init__(self) -> None:
+        d = self.duration
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 0):
+            raise InterventionError(
+                f"ResetNarrative.duration must be an integer >= 0 or None (for good); found {d!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -608,6 +626,9 @@ class Schedule(NamedTuple):
         Amount relieved at ``tau``.
     reset : ndarray of bool (scenario,)
         Whether the scenario resets the narrative at ``tau``.
+    reset_hold : ndarray of int (scenario,), optional
+        Steps after ``tau`` during which a reset holds the regime at tracking
+        (default 0: a one-off reset).
     """
 
     tau: NDArray[np.int64]
@@ -615,6 +636,7 @@ class Schedule(NamedTuple):
     hazard_scale: NDArray[np.float64] | None
     relief: NDArray[np.float64]
     reset: NDArray[np.bool_]
+    reset_hold: NDArray[np.int64] | None = None
 
 
 class ScenarioPaths(NamedTuple):
@@ -753,6 +775,12 @@ def simulate_scenarios(
     flat_tau = tau.ravel()
     never = flat_tau < 0
     reset_due = np.broadcast_to(schedule.reset[:, None, None], lead).ravel() & ~never
+    hold = (
+        np.zeros(tau.shape[0], dtype=np.int64)
+        if schedule.reset_hold is None
+        else schedule.reset_hold
+    )
+    hold_end = flat_tau + np.broadcast_to(np.asarray(hold)[:, None, None], lead).ravel()
     blocked = np.zeros(n_el, dtype=bool)
 
     def _apply_reset(t: int) -> None:
@@ -783,6 +811,8 @@ def simulate_scenarios(
             cdf = np.cumsum(row, axis=-1)
             u = u_tm[t, u_col[ids]]
             s[ids] = np.minimum((u[:, None] >= cdf).sum(axis=-1), k - 1)
+        held = reset_due & ~blocked & (t > flat_tau) & (t <= hold_end)
+        s[held] = 0
         _apply_reset(t)
         regime[t] = s
     regime = np.ascontiguousarray(regime.T).reshape(*lead, n_times)
@@ -1664,17 +1694,21 @@ def _schedule(
         haz_scale = np.ones((*lead, n_t, len(regimes)))
     relief = np.zeros(n)
     reset = np.zeros(n, dtype=bool)
+    reset_hold = np.zeros(n, dtype=np.int64)
     active = np.zeros(lead, dtype=np.int64)
     last = n_t - 1
     for j, s in enumerate(items):
         tau = taus[j]
         for item in s.interventions:
-            if isinstance(item, Relieve | ResetNarrative):
-                if isinstance(item, Relieve):
-                    relief[j] += item.amount
-                else:
-                    reset[j] = True
+            if isinstance(item, Relieve):
+                relief[j] += item.amount
                 active[j] = np.maximum(active[j], np.where(acted[j], 1, 0))
+                continue
+            if isinstance(item, ResetNarrative):
+                reset[j] = True
+                reset_hold[j] = max(reset_hold[j], n_t if item.duration is None else item.duration)
+                steps = np.maximum(np.minimum(tau + reset_hold[j], last) - tau, 1)
+                active[j] = np.maximum(active[j], np.where(acted[j], steps, 0))
                 continue
             dur = item.duration
             end = np.full(tau.shape, last) if dur is None else np.minimum(tau + dur, last)
@@ -1689,7 +1723,7 @@ def _schedule(
                 assert haz_scale is not None
                 cols = [regimes.index(r) for r in (item.into or regimes[1:])]
                 haz_scale[j][..., cols] *= factor[..., None]
-    return Schedule(taus, exp_scale, haz_scale, relief, reset), active
+    return Schedule(taus, exp_scale, haz_scale, relief, reset, reset_hold), active
 
 
 def _labels_at(time: np.ndarray, idx: NDArray[np.int64]) -> np.ndarray:
