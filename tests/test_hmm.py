@@ -312,9 +312,11 @@ def _compiled_loglike_and_grad(mode: str, weights: np.ndarray):
     return pytensor.function([li, lt, le], [value, *grads], mode=mode)
 
 
+@pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_op_gradient_is_smoothed_and_pairwise(rng, case, mode):
-    n_units, n_steps, k = 3, 6, 3
+def test_op_gradient_is_smoothed_and_pairwise(rng, case, mode, k):
+    # K = 2 runs the kernel's two-regime fast path, K = 3 the general one.
+    n_units, n_steps = 3, 6
     prob = make_problem(rng, n_units, n_steps, k, **case)
     weights = rng.uniform(0.5, 2.0, size=n_units)
     fn = _compiled_loglike_and_grad(mode, weights)
@@ -330,12 +332,13 @@ def test_op_gradient_is_smoothed_and_pairwise(rng, case, mode):
         assert np.isfinite(g).all()
 
 
+@pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("mode", MODES)
-def test_op_gradient_matches_finite_differences(rng, case, mode):
+def test_op_gradient_matches_finite_differences(rng, case, mode, k):
     # Central differences with h = 1e-5 have truncation error ~h^2 |f'''| ~ 1e-10
     # and rounding error ~1e-16 |f| / h ~ 1e-10 here, so 1e-7 is a safe bound
     # that still catches any wrong term (gradients are O(0.1 - 1)).
-    n_units, n_steps, k = 2, 5, 3
+    n_units, n_steps = 2, 5
     prob = make_problem(rng, n_units, n_steps, k, **case)
     weights = rng.uniform(0.5, 2.0, size=n_units)
     fn = _compiled_loglike_and_grad(mode, weights)
@@ -535,6 +538,25 @@ def test_op_under_nutpie_numba_without_object_mode(rng):
         np.testing.assert_allclose(value, logp_fn(point), rtol=1e-10)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_impossible_observation_gives_zero_likelihood_and_finite_gradient(rng, k):
+    prob = make_problem(rng, 3, 5, k, absorbing=True)
+    log_emit = prob.log_emit.copy()
+    log_emit[1, 2] = -np.inf  # unit 1: no regime can produce y_2
+    log_emit[2, 3, : k - 1] = -np.inf  # unit 2: only the absorbing regime can
+    res = forward_backward(prob.log_init, prob.log_trans, log_emit)
+    assert res.log_likelihood[1] == -np.inf
+    assert np.isfinite(res.log_likelihood[[0, 2]]).all()
+    ex = brute_force(prob.log_init[2], prob.log_trans[2], log_emit[2])
+    np.testing.assert_allclose(res.log_likelihood[2], ex.log_likelihood, rtol=0, atol=EXACT)
+    np.testing.assert_allclose(res.smoothed[2], ex.smoothed, rtol=0, atol=EXACT)
+    fn = _compiled_loglike_and_grad("NUMBA", np.ones(3))
+    value, *grads = fn(prob.log_init, prob.log_trans, log_emit)
+    assert value == -np.inf
+    assert all(np.isfinite(g).all() for g in grads)
+    np.testing.assert_allclose(grads[2][2], ex.smoothed, rtol=0, atol=EXACT)
+
+
 # --------------------------------------------------------------------------
 # against statsmodels' MarkovRegression
 # --------------------------------------------------------------------------
@@ -595,8 +617,9 @@ def test_against_statsmodels_markov_regression(rng, variant):
 # --------------------------------------------------------------------------
 
 
-def test_long_series_and_huge_log_densities(rng):
-    n_steps, k = 100_000, 3
+@pytest.mark.parametrize("k", [2, 3])
+def test_long_series_and_huge_log_densities(rng, k):
+    n_steps = 100_000
     log_emit = -1e6 * rng.uniform(size=(1, n_steps, k)) ** 4
     log_emit[0, 5000:6000] = 0.0
     logits = rng.normal(size=(1, n_steps, k, k))

@@ -74,10 +74,20 @@ class ForwardBackwardResult(NamedTuple):
 
 @numba.njit(cache=True, nogil=True)
 def _forward_unit(li, lt, le, filt, pred, logc):  # pragma: no cover - numba
+    """Forward filter of one unit; returns the log-likelihood.
+
+    ``logc`` receives the per-step predictive log-densities when it has
+    ``n_steps`` entries; when it is empty only the total is computed, which
+    saves one ``log`` per step (the scale factors are multiplied and their
+    logarithm taken only before the product could underflow).
+    """
     n_steps, k = le.shape
     ta = lt.shape[0]
+    per_step = logc.shape[0] > 0
     a = np.empty((k, k))
     la = np.empty(k)
+    total = 0.0
+    prod = 1.0
     for j in range(k):
         pred[0, j] = np.exp(li[j])
     for t in range(n_steps):
@@ -91,31 +101,74 @@ def _forward_unit(li, lt, le, filt, pred, logc):  # pragma: no cover - numba
                 for i in range(k):
                     s += filt[t - 1, i] * a[i, j]
                 pred[t, j] = s
+        # Fast path: scale by the largest log-density among reachable regimes
+        # (whose term needs no exp).  The sum is then at least that regime's
+        # predicted probability, so it can only underflow (or be NaN or inf)
+        # in corner cases, which take the exact log-space path below.
+        m = -np.inf
+        jm = -1
+        for j in range(k):
+            if pred[t, j] > 0.0 and le[t, j] > m:
+                m = le[t, j]
+                jm = j
+        s = 0.0
+        for j in range(k):
+            if j == jm:
+                w = pred[t, j]
+            elif pred[t, j] > 0.0:
+                w = pred[t, j] * np.exp(le[t, j] - m)
+            else:
+                w = 0.0
+            la[j] = w
+            s += w
+        if s > 1e-280 and s < np.inf and m < np.inf:
+            inv = 1.0 / s
+            for j in range(k):
+                filt[t, j] = la[j] * inv
+            if per_step:
+                logc[t] = m + np.log(s)
+            else:
+                total += m
+                prod *= s
+                if prod < 1e-250:
+                    total += np.log(prod)
+                    prod = 1.0
+            continue
         m = -np.inf
         for j in range(k):
             if pred[t, j] > 0.0:
                 la[j] = np.log(pred[t, j]) + le[t, j]
             else:
                 la[j] = -np.inf
-            if la[j] > m:
+            if la[j] > m or np.isnan(la[j]):
                 m = la[j]
         if m == -np.inf or np.isnan(m):
             # Impossible observation (or NaN input): the likelihood is zero.
             # Carry the prediction forward so later steps stay defined.
-            logc[t] = -np.inf if m == -np.inf else np.nan
+            lc = -np.inf if m == -np.inf else np.nan
             s = 0.0
             for j in range(k):
                 s += pred[t, j]
             for j in range(k):
                 filt[t, j] = pred[t, j] / s
-            continue
-        s = 0.0
-        for j in range(k):
-            la[j] = np.exp(la[j] - m)
-            s += la[j]
-        for j in range(k):
-            filt[t, j] = la[j] / s
-        logc[t] = m + np.log(s)
+        else:
+            s = 0.0
+            for j in range(k):
+                la[j] = np.exp(la[j] - m)
+                s += la[j]
+            for j in range(k):
+                filt[t, j] = la[j] / s
+            lc = m + np.log(s)
+        if per_step:
+            logc[t] = lc
+        else:
+            total += lc
+    if per_step:
+        for t in range(n_steps):
+            total += logc[t]
+    else:
+        total += np.log(prod)
+    return total
 
 
 @numba.njit(cache=True, nogil=True)
@@ -153,6 +206,121 @@ def _backward_unit(lt, filt, pred, smooth, pair, pair_acc):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
+def _loglike_and_grad_unit_k2(li, lt, le, filt, pred, g_init, g_trans, g_emit):  # pragma: no cover
+    """Two-regime value and gradient of one unit with every quantity in registers.
+
+    Returns ``(loglik, ok)``; ``ok`` is False (and nothing is written to the
+    gradients) when a step needs the exact log-space path of the general
+    kernel (an impossible observation, NaN, or an underflowing scale), in which
+    case the caller reruns the unit there.
+    """
+    n_steps = le.shape[0]
+    ta = lt.shape[0]
+    a00 = np.exp(lt[0, 0, 0])
+    a01 = np.exp(lt[0, 0, 1])
+    a10 = np.exp(lt[0, 1, 0])
+    a11 = np.exp(lt[0, 1, 1])
+    p0 = np.exp(li[0])
+    p1 = np.exp(li[1])
+    f0 = 0.0
+    f1 = 0.0
+    total = 0.0
+    prod = 1.0
+    for t in range(n_steps):
+        if t > 0:
+            if ta > 1:
+                a00 = np.exp(lt[t, 0, 0])
+                a01 = np.exp(lt[t, 0, 1])
+                a10 = np.exp(lt[t, 1, 0])
+                a11 = np.exp(lt[t, 1, 1])
+            p0 = f0 * a00 + f1 * a10
+            p1 = f0 * a01 + f1 * a11
+        e0 = le[t, 0]
+        e1 = le[t, 1]
+        if p0 > 0.0 and p1 > 0.0:
+            if e0 >= e1:
+                m = e0
+                w0 = p0
+                w1 = p1 * np.exp(e1 - e0)
+            else:
+                m = e1
+                w0 = p0 * np.exp(e0 - e1)
+                w1 = p1
+        elif p0 > 0.0:
+            m = e0
+            w0 = p0
+            w1 = 0.0
+        elif p1 > 0.0:
+            m = e1
+            w0 = 0.0
+            w1 = p1
+        else:
+            return np.nan, False
+        s = w0 + w1
+        if not (s > 1e-280 and s < np.inf and np.abs(m) < np.inf):
+            return np.nan, False
+        inv = 1.0 / s
+        f0 = w0 * inv
+        f1 = w1 * inv
+        filt[t, 0] = f0
+        filt[t, 1] = f1
+        pred[t, 0] = p0
+        pred[t, 1] = p1
+        total += m
+        prod *= s
+        if prod < 1e-250:
+            total += np.log(prod)
+            prod = 1.0
+    total += np.log(prod)
+    s0 = filt[n_steps - 1, 0]
+    s1 = filt[n_steps - 1, 1]
+    g_emit[n_steps - 1, 0] = s0
+    g_emit[n_steps - 1, 1] = s1
+    c00 = 0.0
+    c01 = 0.0
+    c10 = 0.0
+    c11 = 0.0
+    for t in range(n_steps - 2, -1, -1):
+        if ta > 1:
+            a00 = np.exp(lt[t + 1, 0, 0])
+            a01 = np.exp(lt[t + 1, 0, 1])
+            a10 = np.exp(lt[t + 1, 1, 0])
+            a11 = np.exp(lt[t + 1, 1, 1])
+        q0 = pred[t + 1, 0]
+        q1 = pred[t + 1, 1]
+        r0 = s0 / q0 if q0 > 0.0 else 0.0
+        r1 = s1 / q1 if q1 > 0.0 else 0.0
+        x0 = filt[t, 0]
+        x1 = filt[t, 1]
+        x00 = x0 * a00 * r0
+        x01 = x0 * a01 * r1
+        x10 = x1 * a10 * r0
+        x11 = x1 * a11 * r1
+        if ta > 1:
+            g_trans[t + 1, 0, 0] = x00
+            g_trans[t + 1, 0, 1] = x01
+            g_trans[t + 1, 1, 0] = x10
+            g_trans[t + 1, 1, 1] = x11
+        else:
+            c00 += x00
+            c01 += x01
+            c10 += x10
+            c11 += x11
+        s0 = x00 + x01
+        s1 = x10 + x11
+        g_emit[t, 0] = s0
+        g_emit[t, 1] = s1
+    if ta == 1:
+        g_trans[0, 0, 0] = c00
+        g_trans[0, 0, 1] = c01
+        g_trans[0, 1, 0] = c10
+        g_trans[0, 1, 1] = c11
+    g_init[0] = s0
+    g_init[1] = s1
+    return total, True
+
+
+@numba.njit(cache=True, nogil=True)
 def _loglike_and_grad(log_init, log_trans, log_emit):  # pragma: no cover
     """Value and analytic gradient, one forward and one backward pass.
 
@@ -168,15 +336,19 @@ def _loglike_and_grad(log_init, log_trans, log_emit):  # pragma: no cover
     g_emit = np.empty((n_units, n_steps, k))
     filt = np.empty((n_steps, k))
     pred = np.empty((n_steps, k))
-    logc = np.empty(n_steps)
+    no_logc = np.empty(0)
     no_pair = np.empty((0, k, k))
     for u in range(n_units):
         li = log_init[u if ui > 1 else 0]
         lt = log_trans[u if ua > 1 else 0]
-        _forward_unit(li, lt, log_emit[u], filt, pred, logc)
-        total = 0.0
-        for t in range(n_steps):
-            total += logc[t]
+        if k == 2:
+            total, ok = _loglike_and_grad_unit_k2(
+                li, lt, log_emit[u], filt, pred, g_init[u], g_trans[u], g_emit[u]
+            )
+            if ok:
+                loglik[u] = total
+                continue
+        total = _forward_unit(li, lt, log_emit[u], filt, pred, no_logc)
         loglik[u] = total
         if not np.isfinite(total):
             # No gradient where the likelihood is zero; the sampler rejects.
