@@ -61,7 +61,7 @@ def make_spec(process: str) -> Any:
 def true_decoupling_index(truth: Any, n_steps: int) -> int:
     """Position of the true first decoupled step of unit 0; ``n_steps`` when it never happens."""
     get = truth.get if isinstance(truth, dict) else lambda k, d=None: getattr(truth, k, d)
-    for key in ("decoupling_index", "decoupling_step"):
+    for key in ("decoupling_time", "decoupling_index"):
         value = get(key)
         if value is not None:
             v = np.ravel(np.asarray(value, dtype=float))[0]
