@@ -292,10 +292,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write per-dataset results (JSON)")
     args = parser.parse_args()
     if args.ci:
-        args.n_decoupling, args.n_null, args.n_compare = 4, 2, 2
-        args.draws = args.tune = 300
-        args.chains = 2
-        args.lfo_min, args.refit_draws = args.steps - 5, 200
+        # CI sizes apply where the command line left the full-study default.
+        ci = {"n_decoupling": 4, "n_null": 2, "n_compare": 2, "draws": 300, "tune": 300}
+        ci |= {"chains": 2, "lfo_min": args.steps - 5, "refit_draws": 200}
+        for key, value in ci.items():
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
 
     t0 = time.perf_counter()
     chosen = choose_datasets(args)
