@@ -478,3 +478,78 @@ def test_reset_in_the_two_regime_model_blocked_after_lock_in_holds_before(ratche
     assert np.all(same[locked])  # absorbed before tau: the reset changes nothing
     assert not np.any(same[later])  # still tracking at tau: held there, lock-in prevented
     assert np.all(reset["regime"].isel(time=slice(tau, None)).values[~locked] == 0)
+
+
+# --------------------------------------------------------------------------
+# a real fit of the decoupling model
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    import dataclasses
+    import warnings
+
+    import pathlock as pl
+    from pathlock import observations
+    from pathlock.spec import Spec
+
+    n_steps, k = 40, 2
+    rng = np.random.default_rng(11)
+    x = rng.uniform(0.0, 2.0, n_steps)
+    world = simulate_worlds(
+        "ratchet",
+        {"mu": np.full((1, 1), -1.5), "sigma": np.full((1, 1), 0.3), "beta": np.ones((1, 1, 1))},
+        HazardTransitions("absorbing", np.full((1, 1, k, k), -4.0), np.full((1, 1, k, k), 0.35)),
+        FeedbackModel(
+            ("normal",),
+            np.zeros((1, 1, 1, k)),
+            np.array([1.0, 0.0]).reshape(1, 1, 1, k),
+            {"sigma": np.full((1, 1, 1, k), 0.3)},
+        ),
+        n_steps=n_steps,
+        init=np.zeros((1, 1)),
+        seed=11,
+        exposures=x.reshape(1, n_steps, 1),
+        absorbing=(1,),
+    )
+    c = world.constraint[0, 0]
+    df = pd.DataFrame(
+        {
+            "time": np.arange(n_steps),
+            "indicator": observations.draw("normal", c, {"sigma": 0.3}, rng),
+            "feedback": world.feedback[0, 0, :, 0],
+            "x": x,
+        }
+    )
+    spec = Spec.from_toml("models/decoupling.toml")
+    spec = dataclasses.replace(
+        spec, constraint=dataclasses.replace(spec.constraint, exposures=("x",))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pl.fit(spec, df, draws=100, tune=200, chains=2, seed=1)
+
+
+@pytest.mark.slow
+def test_real_fit_uses_the_models_dynamics_and_delay_costs(small_fit):
+    import pathlock as pl
+
+    worlds = iv.worlds_from_fit(small_fit, rng=0)
+    lt = np.exp(small_fit.regime_inputs().log_trans)
+    for t in range(1, worlds.n_steps):
+        mine = iv._grid_transitions(worlds.transitions, worlds.constraint[..., t - 1], None)
+        np.testing.assert_allclose(mine, lt[:, :, t], rtol=0, atol=1e-12)
+    times = list(range(0, 60, 5))  # 12 timings; data end at 39, horizon 20
+    res = pl.compare_timings(
+        small_fit, timing_scenarios(ReduceExposure(0.5), times), horizon=20, seed=2, n_draws=50
+    )
+    out = res.outcomes
+    post = small_fit.idata.posterior["constraint"].sel(draw=out[dims.DRAW])
+    never = out["constraint"].sel(scenario="never").isel(time=slice(0, worlds.n_steps))
+    np.testing.assert_allclose(never.values, post.values, rtol=0, atol=1e-9)
+    beta = small_fit.idata.posterior["constraint_beta"].sel(draw=out[dims.DRAW]).values
+    assert np.all(beta > 0)  # the data pin beta near 1: reducing exposure lowers increments
+    final = out["constraint_final"].sel(scenario=[f"at {t}" for t in times]).values
+    assert np.all(np.diff(final, axis=0) >= 0)
+    assert np.all(np.diff(final.mean(axis=(1, 2, 3))) > 0)
