@@ -122,7 +122,7 @@ def check_delay(fit: Any, horizon: int) -> dict[str, Any]:
 
 
 def check_reset(fit: Any, horizon: int) -> dict[str, Any]:
-    """Reset once every draw has locked in (nothing may change) and before any has (paths change)."""
+    """Reset once every draw has locked in (nothing may change) and before any has."""
     worlds = iv.worlds_from_fit(fit, rng=3)
     n = worlds.n_steps
     locked_any = (worlds.regimes == 1).any(axis=-1)
