@@ -132,10 +132,8 @@ def _shape(fit: Fit) -> tuple[int, int, int, int, int]:
 
 
 def _nat_like(values: NDArray[Any]) -> Any:
-    if np.issubdtype(values.dtype, np.datetime64):
-        return np.datetime64("NaT", np.datetime_data(values.dtype)[0])
-    if np.issubdtype(values.dtype, np.timedelta64):
-        return np.timedelta64("NaT", np.datetime_data(values.dtype)[0])
+    if np.issubdtype(values.dtype, np.datetime64) or np.issubdtype(values.dtype, np.timedelta64):
+        return np.array("NaT", dtype=values.dtype)[()]
     if np.issubdtype(values.dtype, np.number):
         return np.nan
     return None
