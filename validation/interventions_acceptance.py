@@ -324,7 +324,7 @@ def main() -> None:
         ),
         ("  (share of draws with beta > 0)", f"{delay['draws_beta_positive']:.3f}", "", True),
         (
-            "reset after lock-in: locked draws unchanged",
+            f"reset at {reset['tau_after']} (locked share {reset['locked_share']:.2f}): unchanged",
             f"{reset['locked_unchanged']:.3f}",
             "1.000",
             reset["locked_unchanged"] == 1.0,
@@ -336,7 +336,7 @@ def main() -> None:
             reset["blocked_reported"],
         ),
         (
-            "reset before lock-in: path changed",
+            f"reset at {reset['tau_before']}, before lock-in: path changed",
             f"{reset['tracking_changed']:.3f}",
             "1.000",
             reset["tracking_changed"] == 1.0,

@@ -1335,7 +1335,7 @@ def _time_index(time: np.ndarray, label: Any, what: str) -> int:
             key = np.datetime64(pd.Timestamp(label)).astype(time.dtype)
         except (TypeError, ValueError):
             key = None
-        hits = np.flatnonzero(time == key) if key is not None else []
+        hits: Any = np.flatnonzero(time == key) if key is not None else []
     else:
         hits = [i for i, v in enumerate(time) if v == label]
     if len(hits) == 0:
@@ -1587,7 +1587,7 @@ def _run(
     uniforms[..., n_obs:] = rng.random((n_s, n_u, horizon))
     init = worlds.constraint[..., 0]
     init_regime = worlds.regimes[..., 0]
-    common = dict(
+    common: dict[str, Any] = dict(
         init=init,
         init_regime=init_regime,
         transitions=worlds.transitions,
@@ -1802,7 +1802,8 @@ def _assemble(
 def _fixed_tau_index(items: list[Scenario], taus: NDArray[np.int64]) -> NDArray[np.int64]:
     """Return the time position of each At scenario (-1 for other policies)."""
     return np.asarray(
-        [int(taus[j].flat[0]) if isinstance(s.policy, At) else NEVER for j, s in enumerate(items)]
+        [int(taus[j].flat[0]) if isinstance(s.policy, At) else NEVER for j, s in enumerate(items)],
+        dtype=np.int64,
     )
 
 
@@ -2028,7 +2029,7 @@ class TimingComparison:
         ok = fam[metric].astype(float) < float(target)
         prob = ok.mean(sd)
         n_samples = int(np.prod([fam.sizes[d] for d in sd]))
-        stderr = np.sqrt(prob * (1 - prob) / n_samples)
+        stderr = ((prob * (1 - prob) / n_samples) ** 0.5).rename("stderr")
         times = fam["tau"].values
         n_fam = len(times)
         # First position from which on the condition fails for good.
@@ -2059,7 +2060,7 @@ class TimingComparison:
             time=time_da,
             already_passed=passed,
             probability=prob.rename("p_below_target"),
-            stderr=stderr.rename("stderr"),
+            stderr=stderr,
             per_draw=per_draw,
             interval=interval,
         )
