@@ -417,11 +417,23 @@ def cmd_simulate(args: argparse.Namespace, con: _Console) -> int:
         raise BadInput(f"--units must be at least 1; found {args.units}")
     con.step(f"simulating {args.units} unit(s) x {args.steps} steps")
     frame, truth = simulate(spec, n_steps=args.steps, n_units=args.units, seed=args.seed)
-    truth_frame = truth.to_frame() if hasattr(truth, "to_frame") else pd.DataFrame(truth)
+    truth_frame = truth.to_dataset().to_dataframe().reset_index()
+    if args.start is not None:
+        try:
+            grid = pd.date_range(args.start, periods=args.steps, freq=args.freq)
+        except (ValueError, TypeError) as exc:
+            raise BadInput(f"--start {args.start!r} / --freq {args.freq!r}: {exc}") from None
+        time_col = spec.data.time
+        frame[time_col] = grid[frame[time_col].to_numpy()]
+        truth_frame["time"] = grid[truth_frame["time"].to_numpy()]
+    params = {k: np.asarray(v).tolist() for k, v in truth.params.items()}
     with _atomic_file(out) as tmp:
         frame.to_csv(tmp, index=False)
     with _atomic_file(truth_path) as tmp:
         truth_frame.to_csv(tmp, index=False)
+    with _atomic_file(truth_path.with_suffix(".json")) as tmp:
+        doc = {"command": ["pathlock", *sys.argv[1:]], "params": params}
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
     con.out(str(out))
     return EXIT_OK
 
@@ -594,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=120, help="time steps (default 120)")
     p.add_argument("--units", type=int, default=1, help="units (default 1)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--start", default=None, help="first date: time becomes dates (default integers)")
+    p.add_argument("--freq", default="W-MON", help="date step with --start (default W-MON)")
     p.add_argument("--force", action="store_true", help="replace existing files")
     _common(p)
     p.set_defaults(func=cmd_simulate)
