@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=120, help="time steps (default 120)")
     p.add_argument("--units", type=int, default=1, help="units (default 1)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--start", default=None, help="first date: time becomes dates (default integers)")
+    p.add_argument("--start", default=None, help="first date (default: integer times)")
     p.add_argument("--freq", default="W-MON", help="date step with --start (default W-MON)")
     p.add_argument("--force", action="store_true", help="replace existing files")
     _common(p)
