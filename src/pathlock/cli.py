@@ -311,8 +311,10 @@ def _run_timings(
 
 
 def _save_timings(result: Any, path: Path) -> None:
+    from pathlock.interventions import save_timings
+
     with _atomic_file(path) as tmp:
-        result.outcomes.to_netcdf(tmp, engine="h5netcdf")
+        save_timings(result, tmp)
 
 
 def _default_scenarios(fit: Any) -> list[Any]:

@@ -65,6 +65,8 @@ __all__ = [
     "FeedbackModel",
     "TimingComparison",
     "PointOfNoReturn",
+    "save_timings",
+    "load_timings",
 ]
 
 NEVER = -1  # tau index of a scenario that does not act
@@ -2081,3 +2083,99 @@ def _tau_positions(ds: xr.Dataset) -> xr.DataArray:
     lookup = {v: i for i, v in enumerate(time.tolist())}
     flat = [lookup.get(v, -1) if v is not None else -1 for v in tau.values.ravel().tolist()]
     return xr.DataArray(np.asarray(flat).reshape(tau.shape), coords=tau.coords, dims=tau.dims)
+
+
+# --------------------------------------------------------------------------
+# Saving and loading a comparison
+# --------------------------------------------------------------------------
+
+_KINDS: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        ReduceExposure,
+        ResetNarrative,
+        LowerHazard,
+        Relieve,
+        At,
+        FeedbackRule,
+        PosteriorTrigger,
+        Never,
+    )
+}
+
+
+def _encode(obj: Any) -> dict[str, Any]:
+    fields = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, pd.Timestamp | np.datetime64):
+            value = {"timestamp": pd.Timestamp(value).isoformat()}
+        elif isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, tuple):
+            value = list(value)
+        fields[f.name] = value
+    return {"kind": type(obj).__name__, **fields}
+
+
+def _decode(doc: Mapping[str, Any]) -> Any:
+    doc = dict(doc)
+    cls = _KINDS[doc.pop("kind")]
+    for key, value in doc.items():
+        if isinstance(value, dict) and "timestamp" in value:
+            doc[key] = pd.Timestamp(value["timestamp"])
+        elif isinstance(value, list):
+            doc[key] = tuple(value)
+    return cls(**doc)
+
+
+def save_timings(result: TimingComparison, path: Any) -> None:
+    """Write a :class:`TimingComparison` (outcomes and scenarios) to one netCDF file.
+
+    Parameters
+    ----------
+    result : TimingComparison
+    path : path-like
+        Written as given; the CLI writes to a temporary name and renames.
+    """
+    import json
+
+    doc = [
+        {
+            "name": s.name,
+            "interventions": [_encode(i) for i in s.interventions],
+            "policy": _encode(s.policy),
+            "cost_per_step": s.cost_per_step,
+        }
+        for s in result.scenarios
+    ]
+    ds = result.outcomes.copy()
+    ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)}
+    ds.attrs["pathlock_scenarios"] = json.dumps(doc)
+    ds.to_netcdf(path, engine="h5netcdf")
+
+
+def load_timings(path: Any) -> TimingComparison:
+    """Read a comparison written by :func:`save_timings`.
+
+    Raises
+    ------
+    InterventionError
+        The file holds no pathlock scenarios.
+    """
+    import json
+
+    ds = xr.load_dataset(path, engine="h5netcdf")
+    if "pathlock_scenarios" not in ds.attrs:
+        raise InterventionError(f"{path} holds no pathlock timing comparison")
+    doc = json.loads(ds.attrs.pop("pathlock_scenarios"))
+    scenarios = tuple(
+        Scenario(
+            d["name"],
+            tuple(_decode(i) for i in d["interventions"]),
+            _decode(d["policy"]),
+            d["cost_per_step"],
+        )
+        for d in doc
+    )
+    return TimingComparison(outcomes=ds, scenarios=scenarios)
