@@ -18,6 +18,7 @@ i, S_t = j | y)``.
 from __future__ import annotations
 
 from hashlib import sha256
+from pathlib import Path
 from typing import NamedTuple
 
 import numba
@@ -796,6 +797,9 @@ def hmm_loglike(log_init, log_trans, log_emit) -> pt.TensorVariable:
     return forward_backward_op(li, lt, le)[0]
 
 
+_SOURCE_HASH = sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def _register_numba() -> None:
     from pytensor.link.numba.dispatch.basic import (
         numba_njit,
@@ -811,7 +815,10 @@ def _register_numba() -> None:
             return _checked_loglike_and_grad(log_init, log_trans, log_emit, init_bc, trans_bc)
 
         # The generated function depends on the two static flags only.
-        key = f"pathlock.hmm.ForwardBackwardOp-v2-{init_bc}-{trans_bc}"
+        # PyTensor caches the compiled wrapper, kernel code included, under this
+        # key: it must change whenever the kernels do, or an edited hmm.py would
+        # keep running the old kernel from the cache.
+        key = f"pathlock.hmm.ForwardBackwardOp-{_SOURCE_HASH}-{init_bc}-{trans_bc}"
         return forward_backward_numba, sha256(key.encode()).hexdigest()
 
 
