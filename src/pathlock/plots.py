@@ -131,12 +131,16 @@ def time_formatter(times: Sequence[Any] | np.ndarray, name: str = "time") -> Cal
             pattern = "%Y-%m-%d %H:%M"
 
         def fmt_date(label: Any) -> str:
+            if isinstance(label, np.ndarray):
+                label = label[()]
             ts = pd.Timestamp(label) if label is not None else pd.NaT
             return "not yet" if pd.isna(ts) else ts.strftime(pattern)
 
         return fmt_date
 
     def fmt_other(label: Any) -> str:
+        if isinstance(label, np.ndarray | np.generic):
+            label = label.item()
         if label is None or (isinstance(label, float | np.floating) and math.isnan(label)):
             return "not yet"
         if isinstance(label, int | float | np.integer | np.floating):
@@ -904,11 +908,12 @@ def _decoupling_phrase(
         if short:
             return f"probably still tracking, P(not yet) = {_prob(p_not_yet)}"
         return f"Feedback probably still tracks: P(not yet decoupled by {end}) = {_prob(p_not_yet)}"
+    span = f"{fmt(lo)} to {hi_text}" if fmt(lo) != hi_text else f"{fmt(lo)} only"
     if short:
-        return f"around {fmt(median)} ({fmt(lo)} to {hi_text})"
+        return f"around {fmt(median)} ({span})"
     return (
-        f"Feedback stopped tracking around {fmt(median)} ({_pct(prob)} interval {fmt(lo)} to "
-        f"{hi_text}); P(not yet decoupled by {end}) = {_prob(p_not_yet)}"
+        f"Feedback stopped tracking around {fmt(median)} ({_pct(prob)} interval {span}); "
+        f"P(not yet decoupled by {end}) = {_prob(p_not_yet)}"
     )
 
 
@@ -1178,7 +1183,10 @@ def timing_curve(
             ax.axvspan(s.point_of_no_return, taus[-1], color=_DECOUPLED, alpha=0.08, lw=0)
             ax.axvline(s.point_of_no_return, color=_DECOUPLED, lw=2, label="point of no return")
         ax.set_ylabel(metric_name)
-        _style_time_axis(ax, all_times, f"intervention time ({labels.time})")
+        xlabel = "intervention time"
+        _style_time_axis(
+            ax, all_times, xlabel if labels.time == "time" else f"{xlabel} ({labels.time})"
+        )
         ax.grid(alpha=0.25)
         if len(chosen) > 1:
             ax.set_title(
