@@ -4,22 +4,26 @@ The public API: specs (:class:`Spec`, :class:`MarkovSwitching`), data
 (:func:`load_csv`, :func:`from_dataframe`), fitting (:func:`fit`,
 :func:`build_model`, :func:`loglike`, :func:`load_fit`), simulation
 (:func:`simulate`), comparison (:func:`compare`) and intervention timing
-(:func:`compare_timings`).  Submodules are imported on first use so that
-``import pathlock`` stays cheap.
+(:func:`compare_timings`).
 """
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 try:
     __version__ = version("pathlock")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from pathlock import dims
+# Submodules and functions share names (``pathlock.fit`` the module and
+# ``pathlock.fit`` the function): bind the functions eagerly, after their
+# modules are imported, so that no later import can rebind the names.
+from pathlock import analysis, datasets, dims, hmm, interventions
+from pathlock.analysis import compare
+from pathlock.build import Built, build_model, load_spec, loglike
+from pathlock.data import from_dataframe, load_csv
 from pathlock.errors import (
     DataError,
     InterventionError,
@@ -28,53 +32,40 @@ from pathlock.errors import (
     ResultFileError,
     SpecError,
 )
-
-_LAZY = {
-    "hmm": ("pathlock.hmm", None),
-    "analysis": ("pathlock.analysis", None),
-    "interventions": ("pathlock.interventions", None),
-    "datasets": ("pathlock.datasets", None),
-    "Built": ("pathlock.build", "Built"),
-    "build_model": ("pathlock.build", "build_model"),
-    "loglike": ("pathlock.build", "loglike"),
-    "Fit": ("pathlock.fit", "Fit"),
-    "fit": ("pathlock.fit", "fit"),
-    "load_fit": ("pathlock.fit", "load_fit"),
-    "Spec": ("pathlock.spec", "Spec"),
-    "load_csv": ("pathlock.data", "load_csv"),
-    "from_dataframe": ("pathlock.data", "from_dataframe"),
-    "simulate": ("pathlock.simulate", "simulate"),
-    "MarkovSwitching": ("pathlock.msreg", "MarkovSwitching"),
-    "compare": ("pathlock.analysis", "compare"),
-    "compare_timings": ("pathlock.interventions", "compare_timings"),
-}
+from pathlock.fit import Fit, fit, load_fit
+from pathlock.interventions import compare_timings
+from pathlock.msreg import MarkovSwitching
+from pathlock.simulate import simulate
+from pathlock.spec import Spec
 
 __all__ = [
     "__version__",
+    "analysis",
+    "datasets",
     "dims",
+    "hmm",
+    "interventions",
+    "Built",
     "DataError",
+    "Fit",
     "InterventionError",
     "KernelInputError",
+    "MarkovSwitching",
     "PathlockError",
     "ResultFileError",
+    "Spec",
     "SpecError",
-    *_LAZY,
+    "build_model",
+    "compare",
+    "compare_timings",
+    "fit",
+    "from_dataframe",
+    "load_csv",
+    "load_fit",
+    "load_spec",
+    "loglike",
+    "simulate",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'pathlock' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attr is None else getattr(module, attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
 
 
 def _register_families() -> None:
