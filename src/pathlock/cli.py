@@ -370,7 +370,12 @@ def cmd_run(args: argparse.Namespace, con: _Console) -> int:
             )
             _save_timings(timings, tmp / TIMINGS_FILE)
         con.step("writing the report")
-        html = _write_report(result, tmp / REPORT_DIR, timings, title=f"pathlock: {name}")
+        # Without exposures only the narrative can be acted on: the constraint
+        # path is the same under every timing, time spent decoupled is not.
+        metric = "constraint_final" if _has_exposures(result) else "time_decoupled"
+        html = _write_report(
+            result, tmp / REPORT_DIR, timings, title=f"pathlock: {name}", metric=metric
+        )
         _manifest(tmp, sys.argv[1:], {"dataset": name, "model": str(spec_path)})
     con.step("done")
     con.out(str(out / REPORT_DIR / html.name))
@@ -383,11 +388,15 @@ def _describe(data: Any) -> str:
     return sizes
 
 
-def _write_report(result: Any, out_dir: Path, timings: Any, title: str | None) -> Path:
+def _write_report(
+    result: Any, out_dir: Path, timings: Any, title: str | None, metric: str | None = None
+) -> Path:
     from pathlock.report import write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    return Path(write_report(result, out_dir, timings=timings, title=title))
+    if metric is None:
+        metric = "constraint_final" if _has_exposures(result) else "time_decoupled"
+    return Path(write_report(result, out_dir, timings=timings, title=title, metric=metric))
 
 
 def cmd_fit(args: argparse.Namespace, con: _Console) -> int:

@@ -476,7 +476,10 @@ def check_convergence(
     worst: list[tuple[str, float]] = []
     max_rhat = float("nan")
     if tree.posterior.sizes.get(dims.CHAIN, 1) > 1 and tree.posterior.sizes.get(dims.DRAW, 0) > 3:
-        rhat = az.rhat(tree.posterior.to_dataset())
+        with warnings.catch_warnings():
+            # Fixed or constant quantities give 0/0 inside R-hat; they are skipped below.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rhat = az.rhat(tree.posterior.to_dataset())
         for name, da in rhat.data_vars.items():
             values = np.asarray(da.values, dtype=float).ravel()
             if values.size == 0 or np.all(np.isnan(values)):
