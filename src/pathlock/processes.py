@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Literal
 
 import numba
@@ -114,6 +113,7 @@ class LinearRecurrence(Op):
     __props__ = ()
 
     def make_node(self, a, b) -> Apply:  # type: ignore[override]
+        """Check that both inputs are (unit, time) matrices."""
         a = pt.as_tensor_variable(a).astype("float64")
         b = pt.as_tensor_variable(b).astype("float64")
         if a.ndim != 2 or b.ndim != 2:
@@ -121,14 +121,17 @@ class LinearRecurrence(Op):
         return Apply(self, [a, b], [pt.tensor(dtype="float64", shape=b.type.shape)])
 
     def perform(self, node, inputs, output_storage) -> None:  # type: ignore[override]
+        """Run the numba recurrence."""
         a, b = inputs
         a = np.ascontiguousarray(np.broadcast_to(a, b.shape))
         output_storage[0][0] = _recurrence(a, np.ascontiguousarray(b))
 
     def infer_shape(self, node, input_shapes):  # type: ignore[override]
+        """The output has the shape of ``b``."""
         return [input_shapes[1]]
 
     def pullback(self, inputs, outputs, cotangents):  # type: ignore[override]
+        """The adjoint is the same recurrence run backwards in time."""
         a, b = inputs
         (x,) = outputs
         (g,) = cotangents
@@ -177,7 +180,7 @@ def _register_numba() -> None:
     )
 
     @register_funcify_default_op_cache_key(LinearRecurrence)
-    def _funcify_recurrence(op, node=None, **kwargs):  # noqa: ARG001
+    def _funcify_recurrence(op, node=None, **kwargs):
         @numba_njit
         def recurrence_numba(a, b):
             a_full = np.empty_like(b)
@@ -196,7 +199,7 @@ _register_numba()
 
 
 def innovation_mean(process: str, params: Mapping[str, Any], exposures: Any = None, xp=np):
-    """Mean of the innovations: ``mu + x_t'beta`` (``x_t'beta`` for ``ar1``, whose ``mu`` is a level).
+    """Mean of the innovations: ``mu + x_t'beta``; ``x_t'beta`` for ``ar1`` (``mu`` is its level).
 
     Parameters
     ----------
@@ -287,7 +290,11 @@ def path(process: str, init: Any, innovations: Any, params: Mapping[str, Any]) -
 
     def _step(innov, prev, rho, kappa, width, baseline):
         return transition(
-            name, prev, innov, {"rho": rho, "kappa": kappa, "width": width, "baseline": baseline}, pt
+            name,
+            prev,
+            innov,
+            {"rho": rho, "kappa": kappa, "width": width, "baseline": baseline},
+            pt,
         )
 
     seq = pytensor.scan(
@@ -345,15 +352,17 @@ def simulate_paths(
     shocks = np.asarray(shocks, dtype=float)
     p = {k: np.asarray(v, dtype=float) for k, v in params.items()}
     mean = innovation_mean(info.name, p, None if exposures is None else np.asarray(exposures))
-    mean = np.broadcast_to(np.asarray(mean, dtype=float)[..., None], shocks.shape) if np.ndim(
-        mean
-    ) < shocks.ndim else np.broadcast_to(mean, shocks.shape)
+    mean = (
+        np.broadcast_to(np.asarray(mean, dtype=float)[..., None], shocks.shape)
+        if np.ndim(mean) < shocks.ndim
+        else np.broadcast_to(mean, shocks.shape)
+    )
     innov = mean + p["sigma"][..., None] * shocks
     if relief is not None:
         relief = np.broadcast_to(np.asarray(relief, dtype=float), shocks.shape)
         if np.any(relief != 0.0):
             relieve(info.name, 0.0, 1.0, p)
-    step_params = {k: v for k, v in p.items() if k in ("mu",) + info.parameters}
+    step_params = {k: v for k, v in p.items() if k in ("mu", *info.parameters)}
     state = np.broadcast_to(np.asarray(init, dtype=float), shocks.shape[:-1]).copy()
     out = np.empty(shocks.shape)
     with np.errstate(over="ignore"):

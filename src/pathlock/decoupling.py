@@ -1,0 +1,612 @@
+"""The decoupling model's PyMC graph: spec + validated data -> :class:`~pathlock.build.Built`.
+
+This module is the one place that creates the decoupling model's PyMC
+variables and names them ``{component}_{param}`` as in
+:data:`pathlock.spec.PARAMETERS`.  It wires the constraint process
+(:mod:`pathlock.processes`), the regime transitions (:mod:`pathlock.regimes`)
+and the emission families (:mod:`pathlock.observations`) into the
+forward-backward kernel (:func:`pathlock.hmm.hmm_loglike`), and chooses the
+parameterisation of the latent path (see :func:`build`, Notes).  It does not
+parse specs or data and does not sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+from numpy.typing import NDArray
+from pytensor.graph.replace import graph_replace
+from pytensor.graph.traversal import ancestors
+
+from pathlock import dims
+from pathlock.build import Built
+from pathlock.errors import SpecError
+from pathlock.hmm import hmm_loglike, marginal_loglike
+from pathlock.observations import log_density
+from pathlock.processes import PROCESSES, innovation_mean, linear_recurrence, path
+from pathlock.regimes import (
+    hazard_logits,
+    log_init_first,
+    log_init_free,
+    log_trans_constant,
+    log_trans_hazard,
+)
+
+if TYPE_CHECKING:
+    from pathlock.data import DecouplingData
+    from pathlock.spec import Spec
+
+__all__ = ["build", "loglike", "Pilot", "pilot"]
+
+_COUNT = ("poisson", "negative_binomial")
+
+
+# --------------------------------------------------------------------------
+# Pilot estimates for the data-centred parameterisation
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """Data-derived reference values of the latent path, per unit (constants of the graph).
+
+    Attributes
+    ----------
+    level : ndarray (unit,)
+        Reference constraint at the first time step (``ar1``: the mean level).
+    step : ndarray (unit,)
+        Reference increment per step (positive for ``ratchet`` / ``hysteresis``).
+    innovation : ndarray (unit,)
+        Reference innovation: ``log(step)`` for log-increment processes,
+        ``step`` for ``random_walk``, 0 for ``ar1``.
+    scale : ndarray (unit,)
+        Derivative of the increment with respect to the innovation at the
+        reference (``step`` for log-increments, else 1).
+    """
+
+    level: NDArray[np.float64]
+    step: NDArray[np.float64]
+    innovation: NDArray[np.float64]
+    scale: NDArray[np.float64]
+
+
+def pilot(process: str, first_indicator: NDArray[np.float64], family: str) -> Pilot:
+    """Reference path from the first indicator (loading 1, intercept 0), unit by unit.
+
+    Parameters
+    ----------
+    process : str
+    first_indicator : ndarray (unit, time)
+        NaN where missing.
+    family : str
+        Its family; counts are moved to the log scale (``log(y + 0.5)``).
+
+    Returns
+    -------
+    Pilot
+    """
+    z = np.log(first_indicator + 0.5) if family in _COUNT else np.asarray(first_indicator)
+    n_units, _n_steps = z.shape
+    level = np.zeros(n_units)
+    step = np.zeros(n_units)
+    for u in range(n_units):
+        obs = np.flatnonzero(~np.isnan(z[u]))
+        if obs.size == 0:
+            continue
+        head, tail = obs[: max(1, min(5, obs.size // 4))], obs[-max(1, min(5, obs.size // 4)) :]
+        level[u] = np.mean(z[u, head]) if process != "ar1" else np.mean(z[u, obs])
+        span = max(np.mean(tail) - np.mean(head), 1.0)
+        step[u] = (np.mean(z[u, tail]) - np.mean(z[u, head])) / span
+        if process in ("ratchet", "hysteresis"):
+            floor = 1e-3 * (np.std(z[u, obs]) + 1e-2)
+            step[u] = max(step[u], floor)
+    if PROCESSES[process].log_increment:
+        return Pilot(level, step, np.log(step), step)
+    if process == "ar1":
+        return Pilot(level, step, np.zeros(n_units), np.ones(n_units))
+    return Pilot(level, step, step, np.ones(n_units))
+
+
+# --------------------------------------------------------------------------
+# Variable creation helpers
+# --------------------------------------------------------------------------
+
+
+def _dist(prior: Any) -> Any:
+    """An unnamed PyMC distribution from a spec prior (for logp of derived quantities)."""
+    cls = getattr(pm, prior.dist)
+    return cls.dist(**{k: np.asarray(v, dtype=float) for k, v in prior.kwargs.items()})
+
+
+def _is_fixed(prior: Any) -> bool:
+    return hasattr(prior, "value") and not hasattr(prior, "dist")
+
+
+def _const(prior: Any, shape: tuple[int, ...]) -> pt.TensorVariable:
+    return pt.as_tensor_variable(np.broadcast_to(np.asarray(prior.value, dtype=float), shape))
+
+
+def _param(
+    spec: Spec, name: str, model_dims: tuple[str, ...], shape: tuple[int, ...], *, hier: bool
+) -> pt.TensorVariable:
+    """Create parameter ``name`` with its resolved prior; hierarchical ones are non-centred."""
+    prior = spec.prior(name)
+    if _is_fixed(prior):
+        base = _const(prior, shape)
+        return pm.Deterministic(name, base, dims=model_dims or None) if model_dims else base
+    if not hier:
+        return _rv(name, prior, model_dims, shape)
+    pop = _rv(f"{name}_pop", prior, model_dims, shape)
+    sig_prior = spec.prior(name + "_unit_sigma")
+    sig = _const(sig_prior, ()) if _is_fixed(sig_prior) else _rv(f"{name}_unit_sigma", sig_prior)
+    z = pm.Normal(f"{name}_unit_z", 0.0, 1.0, dims=(dims.UNIT, *model_dims))
+    return pm.Deterministic(name, pop[None] + sig * z, dims=(dims.UNIT, *model_dims))
+
+
+def _rv(
+    name: str, prior: Any, model_dims: tuple[str, ...] = (), shape: tuple[int, ...] = ()
+) -> pt.TensorVariable:
+    cls = getattr(pm, prior.dist)
+    kwargs = {k: np.asarray(v, dtype=float) for k, v in prior.kwargs.items()}
+    if model_dims:
+        return cls(name, dims=model_dims, **kwargs)
+    if shape:
+        return cls(name, shape=shape, **kwargs)
+    return cls(name, **kwargs)
+
+
+# --------------------------------------------------------------------------
+# The latent path
+# --------------------------------------------------------------------------
+
+
+def _whitened_levels(raw, a_diag, b_off):
+    """Map free ``raw`` (unit, n) to level deviations ``q`` with precision ~ tridiag(a, -b).
+
+    ``q = G^-T raw`` with ``G`` the stationary lower-bidiagonal Cholesky factor
+    of the tridiagonal approximate posterior precision (diagonal ``a``,
+    off-diagonal ``-b``); returns ``q`` and ``log |dq / d raw|`` per unit.
+    """
+    g2 = 0.5 * (a_diag + pt.sqrt(pt.maximum(a_diag**2 - 4.0 * b_off**2, 0.0)))
+    r = b_off / g2
+    n = raw.shape[1]
+    rhs = (raw / pt.sqrt(g2)[:, None])[:, ::-1]
+    coef = pt.broadcast_to(r[:, None], rhs.shape)
+    q = linear_recurrence(coef, rhs)[:, ::-1]
+    return q, -0.5 * n * pt.log(g2)
+
+
+def _indicator_information(spec: Spec, data: DecouplingData, lam, ind_sigma, ind_df, ind_alpha):
+    """Approximate Fisher information about C_t per step from the indicators, per unit."""
+    total = 0.0
+    for j, series in enumerate(spec.indicators):
+        y = data[series.column]
+        frac = np.mean(~np.isnan(y), axis=1)
+        lj = lam[..., j]
+        if series.family == "normal":
+            info = lj**2 / ind_sigma[..., j] ** 2
+        elif series.family == "student_t":
+            df = ind_df[..., j]
+            info = lj**2 / ind_sigma[..., j] ** 2 * (df + 1.0) / (df + 3.0)
+        else:
+            m = np.nan_to_num(np.nanmean(y, axis=1), nan=1.0) + 0.5
+            info = lj**2 * m
+            if series.family == "negative_binomial":
+                info = info / (1.0 + m / ind_alpha[..., j])
+        total = total + frac * info
+    return pt.as_tensor_variable(total)
+
+
+def _per_unit(x):
+    """(unit,) parameters gain a time axis; scalars pass through."""
+    return x[:, None] if x.ndim == 1 else x
+
+
+def _with_baseline(p: dict[str, Any], init) -> dict[str, Any]:
+    """Hysteresis recovers toward C_1: the baseline is the path's own initial level."""
+    return dict(p, baseline=init)
+
+
+def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> dict[str, Any]:
+    """Create the latent constraint path per the spec's parameterisation."""
+    process = spec.constraint.process
+    n_units, n_steps = data.n_units, data.n_steps
+    exposures = data.array(spec.constraint.exposures) if spec.constraint.exposures else None
+    mean = innovation_mean(process, p, None if exposures is None else exposures[:, 1:], pt)
+    mean = pt.broadcast_to(mean[..., None] if mean.ndim < 2 else mean, (n_units, n_steps - 1))
+    sigma = p["sigma"]
+    init_prior = spec.prior("constraint_init")
+    mode = spec.constraint.parameterization
+    inn_dims = (dims.UNIT, "step")
+    if mode == "noncentered":
+        init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
+        eps = pm.Normal("constraint_eps", 0.0, 1.0, dims=inn_dims)
+        innov = mean + sigma * eps
+        constraint = path(process, init, innov, _with_baseline(p, init))
+    elif mode == "centered":
+        init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
+        innov = pm.Normal("constraint_innovation", mean, sigma, dims=inn_dims)
+        constraint = path(process, init, innov, _with_baseline(p, init))
+    else:
+        ref = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
+        fixed_init = _is_fixed(init_prior)
+        n_free = n_steps - (1 if fixed_init else 0)
+        raw = pm.Flat("constraint_raw", shape=(n_units, n_free))
+        if process == "ar1":
+            kappa = 1.0 / sigma**2
+            a_diag = info + (1.0 + p["phi"] ** 2) * kappa
+            b_off = p["phi"] * kappa
+        else:
+            kappa = 1.0 / (ref.scale * sigma) ** 2
+            a_diag, b_off = info + 2.0 * kappa, kappa
+        a_diag = pt.broadcast_to(a_diag, (n_units,))
+        b_off = pt.broadcast_to(b_off, (n_units,))
+        q, log_jac = _whitened_levels(raw, a_diag, b_off)
+        pm.Potential("constraint_jacobian", log_jac.sum())
+        if fixed_init:
+            init = _const(init_prior, (n_units,))
+            q = pt.concatenate([pt.zeros((n_units, 1)), q], axis=1)
+        if process == "ar1":
+            levels = ref.level[:, None] + q
+            if not fixed_init:
+                init = levels[:, 0]
+            constraint = pt.concatenate([init[:, None], levels[:, 1:]], axis=1)
+            prev = constraint[:, :-1]
+            mu_u = _per_unit(p["mu"])
+            innov = constraint[:, 1:] - mu_u - p["phi"] * (prev - mu_u)
+        else:
+            if not fixed_init:
+                init = ref.level + q[:, 0]
+            innov = ref.innovation[:, None] + (q[:, 1:] - q[:, :-1]) / ref.scale[:, None]
+            constraint = path(process, init, innov, _with_baseline(p, init))
+        if not fixed_init:
+            init = pm.Deterministic("constraint_init", init, dims=dims.UNIT)
+            pm.Potential("constraint_init_prior", pm.logp(_dist(init_prior), init).sum())
+        pm.Potential(
+            "constraint_innovation_prior", pm.logp(pm.Normal.dist(mean, sigma), innov).sum()
+        )
+    constraint = pm.Deterministic("constraint", constraint, dims=(dims.UNIT, dims.TIME))
+    return {"constraint": constraint, "innovation": innov}
+
+
+# --------------------------------------------------------------------------
+# build
+# --------------------------------------------------------------------------
+
+
+def build(spec: Spec, data: DecouplingData) -> Built:
+    """Build the decoupling model for validated data.
+
+    Parameters
+    ----------
+    spec : Spec
+    data : DecouplingData
+        As returned by ``spec.prepare_data``.
+
+    Returns
+    -------
+    Built
+        ``model`` with coords ``unit``, ``time``, ``regime``, ``regime_from``,
+        ``regime_to``, ``indicator``, ``signal`` (and ``exposure``, ``exog``);
+        ``extras`` holds ``"constraint"`` (unit, time) and ``"innovation"``
+        (unit, time - 1).
+
+    Notes
+    -----
+    Variables are named as in :data:`pathlock.spec.PARAMETERS`.  Derived
+    quantities are Deterministics: ``constraint`` (unit, time), the full
+    ``feedback_w`` (regime; 1 for tracking), ``indicator_nu`` and
+    ``indicator_lambda`` (first fixed at 0 and 1), ``trans_p`` (absorbing rows
+    completed).  Free parts carry the suffix ``_free``; hierarchical
+    parameters ``p`` are ``p_pop + p_unit_sigma * p_unit_z``.
+
+    The latent path (``constraint.parameterization``):
+
+    - ``noncentered``: ``eps ~ N(0, 1)`` (``constraint_eps``), the textbook form.
+    - ``centered``: the innovations themselves (``constraint_innovation``).
+    - ``auto`` (default): a *data-centred, whitened* path.  A pilot reference
+      path is read off the first indicator; the free vector ``constraint_raw``
+      (unit, time) maps to deviations ``q`` of the constraint *level* from that
+      path through ``q = G^-T raw``, where ``G`` is the (stationary) Cholesky
+      factor of the tridiagonal approximate conditional posterior precision of
+      the levels: indicator information on the diagonal, the innovation prior
+      ``1 / (step * sigma)^2`` on the differences.  ``G`` depends on the sampled
+      ``constraint_sigma`` and indicator scales, so the map is centred on the
+      indicators where they are informative and non-centred where they are
+      not; its log-Jacobian is ``-T/2 log g^2`` per unit.  Sampling levels
+      instead of increments removes the ``T^2`` ill-conditioning that
+      cumulative sums of increments give the posterior.
+    """
+    process = spec.constraint.process
+    n_units, n_steps = data.n_units, data.n_steps
+    k = spec.n_regimes
+    names = spec.regime_names
+    hier = set(spec.hierarchical_parameters)
+    coords: dict[str, Any] = {
+        dims.UNIT: list(data.units),
+        dims.TIME: list(data.times),
+        "step": list(data.times[1:]),
+        dims.REGIME: list(names),
+        dims.REGIME_FROM: list(names),
+        dims.REGIME_TO: list(names),
+        dims.INDICATOR: list(spec.indicator_names),
+        dims.SIGNAL: list(spec.signal_names),
+    }
+    if spec.constraint.exposures:
+        coords[dims.EXPOSURE] = list(spec.constraint.exposures)
+    if spec.regimes.covariates:
+        coords[dims.EXOG] = list(spec.regimes.covariates)
+    n_ind, _n_sig = len(spec.indicators), len(spec.feedback)
+    fam_i = {s.family for s in spec.indicators}
+    fam_f = {s.family for s in spec.feedback}
+
+    with pm.Model(coords=coords) as model:
+        # ---- constraint process parameters
+        p: dict[str, Any] = {}
+        p["mu"] = _param(spec, "constraint_mu", (), (), hier="constraint_mu" in hier)
+        p["sigma"] = _param(spec, "constraint_sigma", (), (), hier=False)
+        if spec.constraint.exposures:
+            p["beta"] = _param(
+                spec, "constraint_beta", (dims.EXPOSURE,), (), hier="constraint_beta" in hier
+            )
+        if process == "ar1":
+            p["phi"] = _param(spec, "constraint_phi", (), (), hier=False)
+        if process == "hysteresis":
+            for key in ("rho", "kappa", "width"):
+                p[key] = _param(spec, f"constraint_{key}", (), (), hier=False)
+
+        # ---- indicator parameters (needed by the path's whitening)
+        def _partial(name: str, first: float) -> pt.TensorVariable:
+            if n_ind == 1:
+                return pt.as_tensor_variable(np.full((1,), first))
+            prior = spec.prior(name)
+            if name in hier:
+                full = _param(spec, name, (dims.INDICATOR,), (n_ind,), hier=True)
+                return pm.Deterministic(
+                    f"{name}_anchored",
+                    pt.set_subtensor(full[:, 0], first),
+                    dims=(dims.UNIT, dims.INDICATOR),
+                )
+            free = (
+                _const(prior, (n_ind - 1,))
+                if _is_fixed(prior)
+                else _rv(f"{name}_free", prior, (), (n_ind - 1,))
+            )
+            return pm.Deterministic(
+                name, pt.concatenate([pt.as_tensor_variable([first]), free]), dims=dims.INDICATOR
+            )
+
+        nu = _partial("indicator_nu", 0.0)
+        lam = _partial("indicator_lambda", 1.0)
+        ind_sigma = ind_df = ind_alpha = None
+        if fam_i & {"normal", "student_t"}:
+            ind_sigma = _param(spec, "indicator_sigma", (dims.INDICATOR,), (n_ind,), hier=False)
+        if "student_t" in fam_i:
+            ind_df = _param(spec, "indicator_df", (dims.INDICATOR,), (n_ind,), hier=False)
+        if "negative_binomial" in fam_i:
+            ind_alpha = _param(spec, "indicator_alpha", (dims.INDICATOR,), (n_ind,), hier=False)
+        lam_u = lam if lam.ndim == 2 else lam[None]
+        info = _indicator_information(spec, data, lam_u, ind_sigma, ind_df, ind_alpha)
+
+        # ---- latent path
+        latent = _latent_path(spec, data, p, info)
+        constraint = latent["constraint"]
+
+        # ---- indicators: Z_jt = nu_j + lambda_j C_t + noise
+        nu_u = nu if nu.ndim == 2 else nu[None]
+        ind_logp = 0.0
+        for j, series in enumerate(spec.indicators):
+            eta = nu_u[:, j, None] + lam_u[:, j, None] * constraint
+            params = {
+                "sigma": None if ind_sigma is None else ind_sigma[j],
+                "df": None if ind_df is None else ind_df[j],
+                "alpha": None if ind_alpha is None else ind_alpha[j],
+            }
+            ind_logp = ind_logp + log_density(series.family, data[series.column], eta, params)
+
+        # ---- feedback: Y_mkt = a_mk + b_m w_k C_t + noise_mk
+        w = _loadings(spec)
+        a = _param(
+            spec,
+            "feedback_a",
+            (dims.SIGNAL, dims.REGIME) if spec.regimes.feedback_intercepts else (dims.SIGNAL,),
+            (),
+            hier="feedback_a" in hier,
+        )
+        b = _param(spec, "feedback_b", (dims.SIGNAL,), (), hier="feedback_b" in hier)
+        fb_sigma = fb_df = fb_alpha = None
+        sig_dims = (dims.SIGNAL, dims.REGIME) if spec.regimes.feedback_noise else (dims.SIGNAL,)
+        if fam_f & {"normal", "student_t"}:
+            fb_sigma = _param(spec, "feedback_sigma", sig_dims, (), hier=False)
+        if "student_t" in fam_f:
+            fb_df = _param(spec, "feedback_df", (dims.SIGNAL,), (), hier=False)
+        if "negative_binomial" in fam_f:
+            fb_alpha = _param(spec, "feedback_alpha", (dims.SIGNAL,), (), hier=False)
+        a_u = a if "feedback_a" in hier else a[None]  # (unit or 1, signal[, regime])
+        b_u = b if "feedback_b" in hier else b[None]
+        fb_logp = 0.0
+        for m, series in enumerate(spec.feedback):
+            a_m = a_u[:, m] if spec.regimes.feedback_intercepts else a_u[:, m, None]
+            a_m = pt.broadcast_to(a_m, (a_m.shape[0], k))
+            eta = (
+                a_m[:, None, :] + b_u[:, m, None, None] * w[None, None, :] * constraint[:, :, None]
+            )
+            s_m = None
+            if fb_sigma is not None:
+                s_m = fb_sigma[m] if spec.regimes.feedback_noise else fb_sigma[m, None]
+            params = {
+                "sigma": s_m,
+                "df": None if fb_df is None else fb_df[m],
+                "alpha": None if fb_alpha is None else fb_alpha[m],
+            }
+            fb_logp = fb_logp + log_density(
+                series.family, data[series.column][:, :, None], eta, params
+            )
+        log_emit = ind_logp[:, :, None] + fb_logp
+        log_emit = pt.broadcast_to(log_emit, (n_units, n_steps, k))
+
+        # ---- regimes
+        log_init, log_trans = _regime_inputs(spec, data, constraint, hier)
+        if k == 1:
+            pm.Potential("regime_loglike", log_emit.sum())
+        else:
+            pm.Potential("regime_loglike", hmm_loglike(log_init, log_trans, log_emit).sum())
+
+    return Built(
+        model=model,
+        log_init=log_init,
+        log_trans=log_trans,
+        log_emit=log_emit,
+        extras={"constraint": constraint, "innovation": latent["innovation"]},
+    )
+
+
+def _loadings(spec: Spec) -> pt.TensorVariable:
+    """Full loading vector w (regime,): 1 for tracking, fixed or free fractions elsewhere."""
+    k = spec.n_regimes
+    names = spec.regime_names
+    if k == 1:
+        return pt.as_tensor_variable(np.ones(1))
+    free_idx = [i for i in range(1, k) if not _is_fixed(spec.loading(names[i]))]
+    parts: list[Any] = [pt.as_tensor_variable(1.0)] * k
+    for i in range(1, k):
+        prior = spec.loading(names[i])
+        if _is_fixed(prior):
+            parts[i] = pt.as_tensor_variable(float(np.asarray(prior.value)))
+    if free_idx:
+        prior = spec.prior("feedback_w")
+        priors = [spec.loading(names[i]) for i in free_idx]
+        same = all(str(q) == str(prior) for q in priors)
+        n_free = len(free_idx)
+        if spec.regimes.ordered_loadings and n_free > 1 and same:
+            tr = pm.distributions.transforms.Chain(
+                [pm.distributions.transforms.logodds, pm.distributions.transforms.ordered]
+            )
+            cls = getattr(pm, prior.dist)
+            kwargs = {kk: np.asarray(v, dtype=float) for kk, v in prior.kwargs.items()}
+            start = np.linspace(0.7, 0.1, n_free)[::-1]
+            asc = cls("feedback_w_free", shape=n_free, transform=tr, initval=start, **kwargs)
+            free = asc[::-1]
+        else:
+            pairs = zip(free_idx, priors, strict=True)
+            free = pt.stack([_rv(f"feedback_w_{names[i]}", q) for i, q in pairs])
+        for n, i in enumerate(free_idx):
+            parts[i] = free[n]
+    return pm.Deterministic("feedback_w", pt.stack(parts), dims=dims.REGIME)
+
+
+def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
+    k = spec.n_regimes
+    n_units = data.n_units
+    if k == 1:
+        return pt.zeros((1, 1)), pt.zeros((1, 1, 1, 1))
+    if spec.regimes.initial == "first":
+        log_init = log_init_first(k)
+    else:
+        log_init = log_init_free(spec_rv(spec, "regime_init", (dims.REGIME,)))
+    structure = spec.regimes.structure
+    if not spec.time_varying:
+        prior = spec.prior("trans_p")
+        if _is_fixed(prior):
+            rows = _const(prior, (k, k))
+        elif structure == "absorbing":
+            a = np.asarray(prior.kwargs["a"], dtype=float)[: k - 1]
+            free = pm.Dirichlet("trans_p_free", a=a, shape=(k - 1, k))
+            last = np.zeros((1, k))
+            last[0, -1] = 1.0
+            rows = pm.Deterministic(
+                "trans_p", pt.concatenate([free, last]), dims=(dims.REGIME_FROM, dims.REGIME_TO)
+            )
+        else:
+            rows = _rv("trans_p", prior, (dims.REGIME_FROM, dims.REGIME_TO))
+        return log_init, log_trans_constant(rows, k, structure)
+    rr = (dims.REGIME_FROM, dims.REGIME_TO)
+    g0 = _param(spec, "hazard_intercept", rr, (), hier="hazard_intercept" in hier)
+    g1 = None
+    if spec.regimes.hazard_on_constraint:
+        g1 = _param(spec, "hazard_slope", rr, (), hier="hazard_slope" in hier)
+    eta = cov = None
+    if spec.regimes.covariates:
+        eta = _param(spec, "hazard_eta", (*rr, dims.EXOG), (), hier=False)
+        cov = pt.as_tensor_variable(data.array(spec.regimes.covariates))
+    lagged = pt.concatenate([constraint[:, :1], constraint[:, :-1]], axis=1)
+    logits = hazard_logits(g0, g1, lagged, eta, cov)
+    logits = pt.specify_shape(logits, (n_units, data.n_steps, k, k))
+    return log_init, log_trans_hazard(logits, structure)
+
+
+def spec_rv(spec: Spec, name: str, model_dims: tuple[str, ...]) -> pt.TensorVariable:
+    """Create a non-hierarchical parameter with its resolved prior."""
+    return _param(spec, name, model_dims, (), hier=False)
+
+
+# --------------------------------------------------------------------------
+# loglike
+# --------------------------------------------------------------------------
+
+
+def loglike(spec: Spec, data: DecouplingData, params: Mapping[str, Any]) -> float:
+    """Marginal log-likelihood (regimes summed out) at named parameters and a latent path.
+
+    Parameters
+    ----------
+    spec : Spec
+    data : DecouplingData
+    params : mapping
+        Natural-scale values of every parameter the spec's model uses, by the
+        names of :data:`pathlock.spec.PARAMETERS` (``feedback_w`` may be given
+        for the non-tracking regimes only or in full), **and the latent path**
+        ``params["constraint"]`` (unit, time): the constraint is sampled, not
+        marginalised, so the likelihood is conditional on it.
+
+    Returns
+    -------
+    float
+        ``log p(indicators, feedback | constraint, theta)``, summed over units.
+        The prior density of the path is not included.
+
+    Raises
+    ------
+    SpecError
+        A needed parameter is missing (the message lists them) or has the wrong shape.
+    """
+    built = build(spec, data)
+    model = built.model
+    replace: dict[Any, Any] = {}
+    for name, value in params.items():
+        if name not in model.named_vars:
+            continue
+        var = model[name]
+        arr = np.asarray(value, dtype=float)
+        if name == "feedback_w" and arr.size == spec.n_regimes - 1:
+            arr = np.concatenate([[1.0], arr.ravel()])
+        if name in ("indicator_nu", "indicator_lambda") and arr.size == len(spec.indicators) - 1:
+            arr = np.concatenate([[0.0 if name == "indicator_nu" else 1.0], arr.ravel()])
+        try:
+            arr = np.broadcast_to(arr, tuple(var.shape.eval())).copy()
+        except ValueError:
+            raise SpecError(
+                f"params[{name!r}] has shape {np.shape(value)}; expected {tuple(var.shape.eval())}"
+            ) from None
+        replace[var] = pt.as_tensor_variable(arr)
+    outputs = [built.log_init, built.log_trans, built.log_emit]
+    new = graph_replace(outputs, replace, strict=False)
+    remaining = set(ancestors(new))
+    missing = sorted(rv.name for rv in model.free_RVs if rv in remaining)
+    if missing:
+        raise SpecError(
+            f"loglike needs values for {missing}; give natural-scale values by name, and the "
+            "latent path as params['constraint'] (unit, time)"
+        )
+    li, lt, le = pytensor.function([], new, mode="FAST_COMPILE")()
+    if spec.n_regimes == 1:
+        return float(le.sum())
+    k = spec.n_regimes
+    lt = np.broadcast_to(lt, (le.shape[0], lt.shape[1], k, k))
+    return float(marginal_loglike(np.broadcast_to(li, (le.shape[0], k)), lt, le).sum())
