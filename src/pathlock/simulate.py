@@ -58,7 +58,7 @@ DEFAULT_TRUTH: dict[str, Any] = {
     "indicator_alpha": 10.0,
     "feedback_a": None,
     "feedback_b": 1.0,
-    "feedback_w": None,
+    "feedback_w": None,  # 1 (tracking), then 0.2 decreasing to 0.05
     "feedback_sigma": 0.3,
     "feedback_df": 5.0,
     "feedback_alpha": 10.0,
@@ -113,7 +113,7 @@ class Truth:
 def _default(spec: Spec, name: str) -> Any:
     k = spec.n_regimes
     if name == "feedback_w":
-        return np.linspace(1.0, 0.0, k + 1)[:-1] * 0.2 if k > 1 else np.ones(1)
+        return np.concatenate([[1.0], np.linspace(0.2, 0.05, k - 1)])
     if name == "feedback_a":
         return np.linspace(0.0, 1.0, k)
     if name == "trans_p":
