@@ -1,0 +1,158 @@
+"""Speed of the canonical decoupling model: pathlock (nutpie) against numpyro.
+
+Simulates the canonical model (ratchet, one indicator, one feedback signal,
+tracking -> decoupled absorbing with a constraint-driven hazard) at each
+requested length, fits it with ``pathlock.fit`` (nutpie, numba backend, the
+spec's parameterisation) and with numpyro (textbook non-centred increments,
+``lax.scan`` forward algorithm, NUTS), and prints wall time (compile
+included), minimum bulk ESS over the scalar parameters, ESS per second,
+divergences and maximum R-hat for both.
+
+Usage::
+
+    python benchmarks/bench_decoupling.py                  # T = 200 and 1000
+    python benchmarks/bench_decoupling.py --steps 200 --draws 200 --tune 200
+    python benchmarks/bench_decoupling.py --parameterization noncentered
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+SCALARS = ["constraint_mu", "constraint_sigma", "indicator_sigma", "feedback_w", "hazard_slope"]
+
+
+def _spec(parameterization: str):
+    from pathlock.spec import ConstraintSpec, SeriesSpec, Spec
+
+    return Spec(
+        indicators=(SeriesSpec("indicator", "indicator"),),
+        feedback=(SeriesSpec("feedback", "feedback"),),
+        constraint=ConstraintSpec(parameterization=parameterization),
+    )
+
+
+def _summary(tree, names, wall):
+    import arviz_stats as azs
+
+    ess = azs.ess(tree, var_names=names)
+    rhat = azs.rhat(tree, var_names=names)
+    min_ess = min(float(ess[n].min()) for n in names)
+    max_rhat = max(float(rhat[n].max()) for n in names)
+    div = int(tree.sample_stats["diverging"].sum())
+    return {
+        "wall_s": wall,
+        "min_ess": min_ess,
+        "ess_per_s": min_ess / wall,
+        "div": div,
+        "max_rhat": max_rhat,
+    }
+
+
+def run_pathlock(df, args):
+    from pathlock.data import from_dataframe
+    from pathlock.fit import fit
+
+    spec = _spec(args.parameterization)
+    data = from_dataframe(df, time="time")
+    t0 = time.perf_counter()
+    res = fit(spec, data, draws=args.draws, tune=args.tune, chains=args.chains, seed=1)
+    wall = time.perf_counter() - t0
+    tree = res.idata
+    names = [n for n in SCALARS if n in tree.posterior]
+    post = tree.posterior
+    if "feedback_w" in post:
+        tree = tree.copy()
+        tree["posterior"]["feedback_w"] = post["feedback_w"].isel(regime=slice(1, None))
+    return _summary(tree, names, wall)
+
+
+def run_numpyro(df, args):
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    numpyro.set_host_device_count(args.chains)
+    z = jnp.asarray(df["indicator"].to_numpy())
+    y = jnp.asarray(df["feedback"].to_numpy())
+    n = z.shape[0]
+
+    def model():
+        mu = numpyro.sample("constraint_mu", dist.Normal(-2.0, 1.5))
+        s = numpyro.sample("constraint_sigma", dist.HalfNormal(1.0))
+        c0 = numpyro.sample("constraint_init", dist.Normal(0.0, 2.0))
+        eps = numpyro.sample("eps", dist.Normal(0.0, 1.0).expand([n - 1]))
+        c = jnp.concatenate([c0[None], c0 + jnp.cumsum(jnp.exp(mu + s * eps))])
+        sz = numpyro.sample("indicator_sigma", dist.HalfNormal(1.0))
+        a = numpyro.sample("feedback_a", dist.Normal(0.0, 2.0).expand([2]))
+        b = numpyro.sample("feedback_b", dist.Normal(0.0, 1.0))
+        w = numpyro.sample("feedback_w", dist.Beta(1.0, 2.0))
+        sy = numpyro.sample("feedback_sigma", dist.HalfNormal(1.0))
+        g0 = numpyro.sample("hazard_intercept", dist.Normal(-3.0, 1.5))
+        g1 = numpyro.sample("hazard_slope", dist.Normal(0.0, 1.0))
+        ind = dist.Normal(c, sz).log_prob(z)
+        wk = jnp.array([1.0, 0.0]) + jnp.array([0.0, 1.0]) * w
+        fb = dist.Normal(a[None, :] + b * wk[None, :] * c[:, None], sy).log_prob(y[:, None])
+        le = ind[:, None] + fb
+        logit = g0 + g1 * c[:-1]
+        lp, lq = jax.nn.log_sigmoid(logit), jax.nn.log_sigmoid(-logit)
+
+        def step(alpha, inp):
+            e, p_move, p_stay = inp
+            a0 = alpha[0] + p_stay
+            a1 = jnp.logaddexp(alpha[0] + p_move, alpha[1])
+            return jnp.stack([a0, a1]) + e, None
+
+        alpha0 = jnp.array([0.0, -jnp.inf]) + le[0]
+        alpha, _ = jax.lax.scan(step, alpha0, (le[1:], lp, lq))
+        numpyro.factor("loglike", jax.scipy.special.logsumexp(alpha))
+
+    t0 = time.perf_counter()
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=args.tune,
+        num_samples=args.draws,
+        num_chains=args.chains,
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(1))
+    wall = time.perf_counter() - t0
+    import arviz_base as azb
+
+    tree = azb.from_numpyro(mcmc)
+    return _summary(tree, SCALARS, wall)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument(
+        "--parameterization", default="auto", choices=["auto", "centered", "noncentered"]
+    )
+    parser.add_argument("--skip-numpyro", action="store_true")
+    args = parser.parse_args()
+
+    from pathlock.simulate import simulate
+
+    rows = []
+    for n_steps in args.steps:
+        df, _ = simulate(_spec(args.parameterization), n_steps=n_steps, seed=1)
+        rows.append(("pathlock/" + args.parameterization, n_steps, run_pathlock(df, args)))
+        if not args.skip_numpyro:
+            rows.append(("numpyro/noncentred", n_steps, run_numpyro(df, args)))
+    print(f"{'engine':<24}{'T':>6}{'wall s':>10}{'min ESS':>10}{'ESS/s':>10}{'div':>7}{'R-hat':>8}")
+    for name, n_steps, r in rows:
+        print(
+            f"{name:<24}{n_steps:>6}{r['wall_s']:>10.1f}{r['min_ess']:>10.0f}"
+            f"{r['ess_per_s']:>10.2f}{r['div']:>7}{r['max_rhat']:>8.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
