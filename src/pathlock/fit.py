@@ -341,8 +341,8 @@ def fit(
     result = Fit(idata=tree, spec=spec, data=prepared, built=built)
     fb = result.forward_backward()
     n_chains, n_draws = tree.posterior.sizes[dims.CHAIN], tree.posterior.sizes[dims.DRAW]
-    ll = fb.predictive_log_density.reshape(n_chains, n_draws, *fb.predictive_log_density.shape[-1:])
-    ll = ll.reshape(n_chains, n_draws, -1, ll.shape[-1])
+    pld = fb.predictive_log_density  # (chain * draw * unit, time)
+    ll = pld.reshape(n_chains, n_draws, -1, pld.shape[-1])
     coords = {
         dims.CHAIN: tree.posterior[dims.CHAIN].values,
         dims.DRAW: tree.posterior[dims.DRAW].values,
