@@ -51,10 +51,12 @@ _PRIOR_PARAMS: dict[str, tuple[str, ...]] = {
     "normal": ("mu", "sigma"),
     "halfnormal": ("sigma",),
     "dirichlet": ("alpha",),
+    "gamma": ("alpha", "beta"),
     "flat": (),
 }
 _ALLOWED_PRIORS: dict[str, tuple[str, ...]] = {
     "ms_const": ("normal", "flat"),
+    "ms_const_gap": ("gamma", "flat"),
     "ms_exog": ("normal", "flat"),
     "ms_ar": ("normal", "flat"),
     "ms_sigma": ("halfnormal", "flat"),
@@ -105,19 +107,24 @@ class MarkovSwitchingData:
         return pd.DataFrame(cols, index=self.time)
 
     def split_datasets(self) -> tuple[xr.Dataset, xr.Dataset]:
-        """Observed data (``y``) and constant data (``exog``, ``exog_tvtp``) as Datasets."""
-        coords = {dims.UNIT: [self.unit], dims.TIME: self.time}
+        """Observed ``y`` and constant ``regressors``, ``tvtp_regressors`` as Datasets.
+
+        The variables are not named after their dims (``exog``, ``exog_tvtp``):
+        xarray would take a variable named like a dim for its coordinate.
+        """
+        # An index name (e.g. "date") would otherwise become a second dim.
+        coords = {dims.UNIT: [self.unit], dims.TIME: self.time.rename(None)}
         observed = xr.Dataset({"y": ((dims.UNIT, dims.TIME), self.endog[None])}, coords=coords)
         observed.attrs["endog"] = self.unit
         constant = xr.Dataset(coords=coords)
         if self.exog_names:
-            constant["exog"] = xr.DataArray(
+            constant["regressors"] = xr.DataArray(
                 self.exog[None],
                 dims=(dims.UNIT, dims.TIME, dims.EXOG),
                 coords={**coords, dims.EXOG: list(self.exog_names)},
             )
         if self.exog_tvtp_names:
-            constant["exog_tvtp"] = xr.DataArray(
+            constant["tvtp_regressors"] = xr.DataArray(
                 self.exog_tvtp[None],
                 dims=(dims.UNIT, dims.TIME, dims.EXOG_TVTP),
                 coords={**coords, dims.EXOG_TVTP: list(self.exog_tvtp_names)},
@@ -125,7 +132,7 @@ class MarkovSwitchingData:
         return observed, constant
 
     def to_dataset(self) -> xr.Dataset:
-        """Return one Dataset with ``y`` (unit, time), ``exog`` and ``exog_tvtp``."""
+        """Return one Dataset: ``y`` (unit, time), ``regressors``, ``tvtp_regressors``."""
         observed, constant = self.split_datasets()
         ds = xr.merge([observed, constant])
         ds.attrs = dict(observed.attrs)
@@ -134,7 +141,7 @@ class MarkovSwitchingData:
 
 @dataclass(frozen=True)
 class MarkovSwitching:
-    """Markov-switching regression with AR(p) terms and time-varying transitions.
+    r"""Markov-switching regression with AR(p) terms and time-varying transitions.
 
     The model of statsmodels' ``MarkovRegression`` (``order = 0``) and
     ``MarkovAutoregression`` (``order > 0``), with the same conventions, so
@@ -189,17 +196,17 @@ class MarkovSwitching:
 
     Notes
     -----
-    With :math:`z_t(k) = y_t - c_k - x_t'\\beta_k` the mean-adjusted series in
+    With :math:`z_t(k) = y_t - c_k - x_t'\beta_k` the mean-adjusted series in
     regime :math:`k`, the emission given the current and ``p`` previous regimes
     is (Hamilton 1989; statsmodels' ``MarkovAutoregression``)
 
     .. math::
 
-        y_t \\mid S_t, \\dots, S_{t-p} \\sim N\\Big(y_t - z_t(S_t)
-        + \\sum_{i=1}^p \\phi_{i}(S_t)\\, z_{t-i}(S_{t-i}),\\; \\sigma^2(S_t)\\Big).
+        y_t \mid S_t, \dots, S_{t-p} \sim N\Big(y_t - z_t(S_t)
+        + \sum_{i=1}^p \phi_{i}(S_t)\, z_{t-i}(S_{t-i}),\; \sigma^2(S_t)\Big).
 
     The kernel therefore runs on the expanded state :math:`X_t = (S_t, S_{t-1},
-    \\dots, S_{t-p})` with ``k_regimes ** (order + 1)`` values, numbered in
+    \dots, S_{t-p})` with ``k_regimes ** (order + 1)`` values, numbered in
     C order with the current regime most significant (statsmodels' layout); its
     transition matrix is time-invariant unless there are ``exog_tvtp``, with
     forbidden moves at probability zero.  ``Built.extras["regime_aggregation"]``
@@ -225,8 +232,15 @@ class MarkovSwitching:
 
     Default priors, scaled by the mean :math:`m` and standard deviation
     :math:`s` of the modelled observations (override by name): ``ms_const``
-    normal(m, 2s); ``ms_exog`` normal(0, 2s / sd(x)); ``ms_ar`` normal(0, 1);
-    ``ms_sigma`` halfnormal(2s); ``ms_trans`` rows dirichlet(1) (uniform);
+    normal(m, 2s), times ``ms_const_gap`` gamma(2, 1/s) on each gap between
+    consecutive (ordered) intercepts, a ``pm.Potential`` whose density
+    vanishes where two regimes merge (the likelihood is flat in the
+    transition probabilities there, which NUTS cannot traverse);
+    ``ms_exog`` normal(0, 2s / sd(x)); ``ms_ar`` normal(0, 1);
+    ``ms_sigma`` halfnormal(2s); ``ms_trans`` rows dirichlet with concentration 4
+    on the diagonal and 1 elsewhere (regimes persist: a prior mean stay
+    probability of 4 / (k_regimes + 3), 0.8 with two regimes, without which
+    NUTS wanders into the unidentified region where the regimes merge);
     ``ms_tvtp`` normal(0, 3).  ``"flat"`` gives an improper flat prior
     (half-flat for ``ms_sigma``, uniform rows for ``ms_trans``), so the
     posterior mode is the maximum-likelihood estimate: see :meth:`with_flat_priors`.
@@ -329,6 +343,8 @@ class MarkovSwitching:
         names = []
         if self.trend == "c":
             names.append("ms_const")
+            if self.switching_trend:
+                names.append("ms_const_gap")
         if self.exog:
             names.append("ms_exog")
         if self.order > 0:
@@ -371,7 +387,7 @@ class MarkovSwitching:
                 arr = np.asarray(value, dtype=float)
                 if not np.all(np.isfinite(arr)):
                     raise SpecError(f"priors[{name!r}].{key} must be finite; found {value!r}")
-                if key in ("sigma", "alpha") and np.any(arr <= 0):
+                if key in ("sigma", "alpha", "beta") and np.any(arr <= 0):
                     raise SpecError(f"priors[{name!r}].{key} must be positive; found {value!r}")
             out[name] = {"dist": dist, **params}
         return out
@@ -472,13 +488,19 @@ class MarkovSwitching:
             endog_name = str(frame.columns[0])
         columns = [str(c) for c in frame.columns]
         frame = frame.set_axis(columns, axis=1)
-        for arg, wanted in (("endog", [endog_name]), ("exog", self.exog), ("exog_tvtp", self.exog_tvtp)):
+        for arg, wanted in (
+            ("endog", [endog_name]),
+            ("exog", self.exog),
+            ("exog_tvtp", self.exog_tvtp),
+        ):
             missing = [c for c in wanted if c not in columns]
             if missing:
                 raise DataError(f"{arg}: columns {missing} not in the data; available: {columns}")
         index = frame.index
         if index.has_duplicates:
-            raise DataError(f"time index has duplicate labels, e.g. {index[index.duplicated()][0]!r}")
+            raise DataError(
+                f"time index has duplicate labels, e.g. {index[index.duplicated()][0]!r}"
+            )
         if not index.is_monotonic_increasing:
             pos = int(np.argmax(~_increasing(index)))
             raise DataError(
@@ -492,7 +514,9 @@ class MarkovSwitching:
             )
         y = _numeric("endog", frame[endog_name])
         if np.isinf(y).any():
-            raise DataError(f"endog column {endog_name!r} contains inf at {_first(index, np.isinf(y))}")
+            raise DataError(
+                f"endog column {endog_name!r} contains inf at {_first(index, np.isinf(y))}"
+            )
         if self.order > 0 and np.isnan(y).any():
             raise DataError(
                 f"endog column {endog_name!r} has a missing value at {_first(index, np.isnan(y))}; "
@@ -520,7 +544,7 @@ class MarkovSwitching:
         unit = str(ds.attrs.get("endog", ds[dims.UNIT].values[0]))
         index = pd.Index(ds[dims.TIME].values)
         frame = pd.DataFrame({unit: ds["y"].values[0]}, index=index)
-        for var, dim in (("exog", dims.EXOG), ("exog_tvtp", dims.EXOG_TVTP)):
+        for var, dim in (("regressors", dims.EXOG), ("tvtp_regressors", dims.EXOG_TVTP)):
             if var in ds:
                 for name in ds[dim].values:
                     frame[str(name)] = ds[var].sel({dim: name}).values[0]
@@ -552,7 +576,7 @@ class MarkovSwitching:
         y_sd = float(np.nanstd(y_model)) or 1.0
         coords: dict[str, Any] = {
             dims.UNIT: [data.unit],
-            dims.TIME: data.time[p:],
+            dims.TIME: data.time[p:].rename(None),
             dims.REGIME: names,
             dims.REGIME_FROM: names,
             dims.REGIME_TO: names[:-1] if self.exog_tvtp else names,
@@ -583,6 +607,18 @@ class MarkovSwitching:
                     ordered=ident == "const",
                     initval=_spread(y_model, k) if switching else y_mean,
                 )
+                gap_prior = self.priors.get(
+                    "ms_const_gap", {"dist": "gamma", "alpha": 2.0, "beta": 1.0 / y_sd}
+                )
+                if switching and ident == "const" and gap_prior["dist"] == "gamma":
+                    c = params["ms_const"]
+                    gaps = c[1:] - c[:-1]
+                    pm.Potential(
+                        "ms_const_gap",
+                        pm.logp(
+                            pm.Gamma.dist(alpha=gap_prior["alpha"], beta=gap_prior["beta"]), gaps
+                        ).sum(),
+                    )
             if self.exog:
                 x_sd = np.nanstd(data.exog[p:], axis=0)
                 x_sd = np.where(x_sd > 0, x_sd, 1.0)
@@ -590,7 +626,9 @@ class MarkovSwitching:
                     "ms_exog",
                     (dims.REGIME, dims.EXOG) if self.switching_exog else (dims.EXOG,),
                     default={"dist": "normal", "mu": 0.0, "sigma": 2.0 * y_sd / x_sd},
-                    initval=np.zeros((k, len(self.exog)) if self.switching_exog else len(self.exog)),
+                    initval=np.zeros(
+                        (k, len(self.exog)) if self.switching_exog else len(self.exog)
+                    ),
                 )
             if p > 0:
                 params["ms_ar"] = self._rv(
@@ -623,7 +661,7 @@ class MarkovSwitching:
                 params["ms_trans"] = self._rv(
                     "ms_trans",
                     (dims.REGIME_FROM, dims.REGIME_TO),
-                    default={"dist": "dirichlet", "alpha": 1.0},
+                    default={"dist": "dirichlet", "alpha": _sticky_alpha(k)},
                     initval=sticky,
                 )
             log_init, log_trans, log_emit = _kernel_graph(self, data, params, digits)
@@ -738,10 +776,14 @@ class MarkovSwitching:
         shapes = {rv.name: tuple(int(s) for s in rv.shape.eval()) for rv in model.free_RVs}
         unknown = sorted(set(params) - set(shapes))
         if unknown:
-            raise SpecError(f"params: unknown names {unknown}; this model's parameters are {sorted(shapes)}")
+            raise SpecError(
+                f"params: unknown names {unknown}; this model's parameters are {sorted(shapes)}"
+            )
         missing = sorted(set(shapes) - set(params))
         if missing:
-            raise SpecError(f"params: missing {missing}; this model's parameters are {sorted(shapes)}")
+            raise SpecError(
+                f"params: missing {missing}; this model's parameters are {sorted(shapes)}"
+            )
         out = {}
         for name, shape in shapes.items():
             value = np.asarray(params[name], dtype=float)
@@ -761,7 +803,8 @@ class MarkovSwitching:
                 if np.any(value < 0) or np.any(np.abs(value.sum(axis=-1) - 1) > 1e-8):
                     raise SpecError(
                         "params['ms_trans'] rows must be probabilities summing to one "
-                        f"(ms_trans[i, j] = P(S_t = j | S_(t-1) = i)); row sums {value.sum(axis=-1)}"
+                        "(ms_trans[i, j] = P(S_t = j | S_(t-1) = i)); "
+                        f"row sums {value.sum(axis=-1)}"
                     )
             out[name] = value
         return out
@@ -801,7 +844,9 @@ class MarkovSwitching:
         if family != _FAMILY:
             raise SpecError(f"family is {family!r}; MarkovSwitching reads family {_FAMILY!r}")
         if "schema_version" not in doc:
-            raise SpecError(f"schema_version is missing; expected schema_version = {SCHEMA_VERSION}")
+            raise SpecError(
+                f"schema_version is missing; expected schema_version = {SCHEMA_VERSION}"
+            )
         allowed = [f.name for f in fields(cls)]
         unknown = sorted(set(doc) - set(allowed))
         if unknown:
@@ -859,7 +904,10 @@ def _kernel_graph(
         phi = phi if spec.switching_ar else pt.broadcast_to(phi[None, :], (k, p))
         phi_state = phi[d0]
         for lag in range(1, p + 1):
-            resid = resid - phi_state[None, :, lag - 1] * z[p - lag : n_full - lag, :][:, digits[:, lag]]
+            resid = (
+                resid
+                - phi_state[None, :, lag - 1] * z[p - lag : n_full - lag, :][:, digits[:, lag]]
+            )
     sigma = params["ms_sigma"]
     sigma_state = sigma[d0][None, :] if spec.switching_variance else sigma
     log_emit = -0.5 * pt.sqr(resid / sigma_state) - pt.log(sigma_state) - 0.5 * _LOG_2PI
@@ -983,6 +1031,11 @@ def _spread(y: NDArray[np.float64], k: int) -> NDArray[np.float64]:
     """Strictly increasing starting intercepts from the quantiles of the data."""
     q = np.nanquantile(y, (np.arange(k) + 0.5) / k)
     return q + 1e-3 * np.arange(k)
+
+
+def _sticky_alpha(k: int) -> NDArray[np.float64]:
+    """Default Dirichlet concentration: 4 on the diagonal, 1 elsewhere (persistent regimes)."""
+    return np.ones((k, k)) + 3.0 * np.eye(k)
 
 
 def _sticky(k: int, stay: float = 0.9) -> NDArray[np.float64]:
