@@ -345,7 +345,7 @@ def test_multi_unit_figures_cap_the_panels_and_say_so(tmp_path: Path) -> None:
     assert len([ax for ax in fig.axes if ax.get_visible()]) == plots.MAX_PANELS
     assert "Showing the first 6 of 8 units" in caption(fig)
     # The headline counts every unit, not only those drawn: all 8 pass 50%.
-    assert "passed 50% in 8 of 8 country series; first: A at 2020-07" in headline(fig)
+    assert "passed 50% in 8 of 8 country series; first: country A at 2020-07" in headline(fig)
     titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible()]
     assert titles[1] == "country = B: P(not tracking) past 50% at 2020-10"
 

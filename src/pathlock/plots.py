@@ -532,7 +532,7 @@ def constraint_fan(
         top = int(np.argmax(last))
         title = (
             f"{name.capitalize()} rose in {int((last > first).sum())} of {len(all_units)} "
-            f"{labels.unit} series by {fmt(times[-1])}; highest: {all_units[top]} at "
+            f"{labels.unit} series by {fmt(times[-1])}; highest: {labels.unit} {all_units[top]} at "
             f"{_num(last[top])} ({_pct(outer)} interval {_num(low[top])} to {_num(high[top])})"
         )
     caption = (
@@ -675,7 +675,7 @@ def feedback_gap(
         )
         if gapped:
             early = min(gapped, key=lambda u: opened[u])
-            title += f"; earliest: {early} from {fmt(times[opened[early]])}"
+            title += f"; earliest: {labels.unit} {early} from {fmt(times[opened[early]])}"
     scale = hidden.attrs.get("scale", "linear predictor")
     caption = (
         f"Dashed: what {signal_name} would show if it still tracked the {labels.constraint}; "
@@ -766,7 +766,7 @@ def regime_ribbon(
         title = f"P(not {track}) passed 50% in {len(left)} of {len(all_units)} {labels.unit} series"
         if left:
             early = min(left, key=lambda u: passed[u][0])
-            title += f"; first: {early} at {fmt(times[passed[early][0]])}"
+            title += f"; first: {labels.unit} {early} at {fmt(times[passed[early][0]])}"
     caption = (
         f"{kind.capitalize()} regime probabilities (posterior mean of P(regime at t | data)), "
         "stacked to 1; dotted line at 50%."
@@ -882,7 +882,7 @@ def decoupling_posterior(
                     else table.loc[u, "median"]
                 ),
             )
-            title += f"; earliest: {early} around {fmt(table.loc[early, 'median'])}"
+            title += f"; earliest: {labels.unit} {early} around {fmt(table.loc[early, 'median'])}"
     tracking = ", ".join(decoupling.tracking)
     caption = (
         f"Bars: posterior probability that the first step out of the {tracking} regime falls "
