@@ -485,14 +485,11 @@ def _loadings(spec: Spec) -> pt.TensorVariable:
         same = all(str(q) == str(prior) for q in priors)
         n_free = len(free_idx)
         if spec.regimes.ordered_loadings and n_free > 1 and same:
-            tr = pm.distributions.transforms.Chain(
-                [pm.distributions.transforms.logodds, pm.distributions.transforms.ordered]
-            )
-            cls = getattr(pm, prior.dist)
-            kwargs = {kk: np.asarray(v, dtype=float) for kk, v in prior.kwargs.items()}
-            start = np.linspace(0.7, 0.1, n_free)[::-1]
-            asc = cls("feedback_w_free", shape=n_free, transform=tr, initval=start, **kwargs)
-            free = asc[::-1]
+            # Decreasing along the names without a constrained transform: the first
+            # free loading has the prior, each later one is the previous times a
+            # fraction with the same prior.
+            ratio = _rv("feedback_w_free", prior, (), (n_free,))
+            free = pt.cumprod(ratio)
         else:
             pairs = zip(free_idx, priors, strict=True)
             free = pt.stack([_rv(f"feedback_w_{names[i]}", q) for i, q in pairs])
