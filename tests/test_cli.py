@@ -180,48 +180,26 @@ def test_summary_timings_and_report_on_result(
 ) -> None:
     code, out, _ = run(["summary", str(result_dir)], capsys)
     assert code == 0 and "feedback_w" in out
-    code, out, err = run(
-        [
-            "timings",
-            str(result_dir),
-            "--intervention",
-            "lower_hazard:0.5",
-            "--at",
-            "2023-03-06,2023-06-05",
-            "--policy",
-            "posterior:0.8",
-            "--horizon",
-            "5",
-            "--draws",
-            "10",
-            "--target",
-            "12",
-            "--quiet",
-        ],
-        capsys,
-    )
+    timings = [
+        "timings",
+        str(result_dir),
+        "--intervention",
+        "lower_hazard:0.5",
+        "--at",
+        "2023-03-06,2023-06-05",
+        "--policy",
+        "posterior:0.8",
+        "--horizon",
+        "5",
+        "--draws",
+        "10",
+        "--target",
+        "12",
+        "--quiet",
+    ]
+    code, out, err = run(timings, capsys)
     assert code == 2 and "--force" in err  # the run already wrote timings.nc
-    code, out, err = run(
-        [
-            "timings",
-            str(result_dir),
-            "--intervention",
-            "lower_hazard:0.5",
-            "--at",
-            "2023-03-06,2023-06-05",
-            "--policy",
-            "posterior:0.8",
-            "--horizon",
-            "5",
-            "--draws",
-            "10",
-            "--target",
-            "12",
-            "--force",
-            "--quiet",
-        ],
-        capsys,
-    )
+    code, out, err = run([*timings, "--force"], capsys)
     assert code == 0, err
     assert "at 2023-03-06" in out and "point of no return" in out
     saved = load_timings(result_dir / "timings.nc")
