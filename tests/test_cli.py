@@ -203,7 +203,9 @@ def test_summary_timings_and_report_on_result(
     assert code == 0, err
     assert "at 2023-03-06" in out and "point of no return" in out
     saved = load_timings(result_dir / "timings.nc")
-    assert [s.name for s in saved.scenarios][:2] == ["at 2023-03-06", "at 2023-06-05"]
+    names = [s.name for s in saved.scenarios]
+    assert names[0] == "never"  # the baseline is always part of a comparison
+    assert names[1:3] == ["at 2023-03-06", "at 2023-06-05"]
     code, _, err = run(
         ["timings", str(result_dir), "--intervention", "squash:1", "--at", "3", "--force"], capsys
     )

@@ -62,7 +62,7 @@ def test_feedback_tracks_then_decouples(spec):
 
 
 def test_prior_draws_and_unknown_names(spec):
-    df, truth = simulate(spec, "prior", n_steps=20, seed=3)
+    _df, truth = simulate(spec, "prior", n_steps=20, seed=3)
     assert np.all(np.isfinite(truth.constraint))
     assert 0 <= truth.params["feedback_w"][1] < 1
     with pytest.raises(SpecError, match="unknown parameter"):

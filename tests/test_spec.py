@@ -26,7 +26,9 @@ from pathlock.spec import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = sorted((ROOT / "models").glob("*.toml"))
+MODELS = sorted(
+    p for p in (ROOT / "models").glob("*.toml") if 'family = "decoupling"' in p.read_text()
+)
 BAD_SPECS = sorted((Path(__file__).parent / "data" / "bad_specs").glob("*.toml"))
 
 MINIMAL = """
