@@ -105,49 +105,51 @@ def test_loglike_names_missing_parameters():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known open problem (issue 3), measured 2026-11-27 on seed 11: the sampler "
-    "diverges (hundreds of divergent transitions at 4 x 500 + 1000) and the 90 % interval "
-    "of the lock-in hazard slope misses the truth (1.0); the loading fraction is covered",
-    strict=False,
-)
 def test_parameter_recovery_ratchet_t150():
     """Ratchet, T = 150, one indicator, one feedback, decoupling at a known time.
 
     Tolerance: the true value must lie in the central 90 % posterior interval
     (one seeded data set, so a 10 % miss rate per quantity is expected in
-    principle; the seed is fixed, so the test is deterministic).
+    principle; the seed is fixed, so the test is deterministic).  Every check is
+    evaluated; those in ``KNOWN_OPEN`` (issue 3: the sampler diverges and the
+    hazard slope is missed) end the test as an expected failure, any other
+    failing check fails it.
     """
     from pathlock.fit import fit
+    from pathlock.hmm import forward_backward
 
     spec = _spec("ratchet", 2, "absorbing")
     data, truth = _data(spec, 150, seed=11)
     assert truth.decoupled[0]
     result = fit(spec, data, draws=500, tune=1000, chains=4, seed=2)
     post = result.idata.posterior
-    divergences = int(result.idata.sample_stats["diverging"].sum())
 
     def covers(values, true):
         lo, hi = np.quantile(np.ravel(values), [0.05, 0.95])
-        return lo <= true <= hi
+        return bool(lo <= true <= hi)
 
-    assert covers(post["feedback_w"].sel(regime="decoupled"), 0.2)
-    assert covers(post["hazard_slope"].sel(regime_from="tracking", regime_to="decoupled"), 1.0)
-    assert covers(post["constraint_sigma"], 0.5)
     # Decoupling time: first passage of the smoothed probability of leaving tracking
     # above one half, per draw, via the regime kernel on the posterior draws.
-    from pathlock.hmm import forward_backward
-
     inputs = result.regime_inputs()
-    li, lt, le = inputs.kernel_arrays()
-    smoothed = forward_backward(li, lt, le).smoothed[:, :, 1]
+    smoothed = forward_backward(*inputs.kernel_arrays()).smoothed[:, :, 1]
     tau = np.argmax(smoothed > 0.5, axis=1)
-    assert covers(tau, truth.decoupling_time[0])
-    # Chains agree on the regime labels: per-chain mean decoupled share is similar.
     share = smoothed.mean(axis=1).reshape(inputs.n_chains, -1).mean(axis=1)
-    assert np.ptp(share) < 0.05
-    if divergences:
-        # The acceptance asks for none; the latent-path parameterisation still
-        # diverges here (an open problem, see issue 3's notes). Coverage above
-        # is still enforced.
-        pytest.xfail(f"{divergences} divergent transitions; acceptance requires 0")
+    checks = {
+        "no divergences": int(result.idata.sample_stats["diverging"].sum()) == 0,
+        "loading fraction covered": covers(post["feedback_w"].sel(regime="decoupled"), 0.2),
+        "hazard slope covered": covers(
+            post["hazard_slope"].sel(regime_from="tracking", regime_to="decoupled"), 1.0
+        ),
+        "increment scale covered": covers(post["constraint_sigma"], 0.5),
+        "decoupling time covered": covers(tau, truth.decoupling_time[0]),
+        # Chains agree on the regime labels: per-chain mean decoupled share is similar.
+        "chains agree on labels": bool(np.ptp(share) < 0.05),
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    unexpected = [name for name in failed if name not in KNOWN_OPEN]
+    assert not unexpected, f"recovery checks failed: {unexpected}"
+    if failed:
+        pytest.xfail(f"known open problems (issue 3): {failed}")
+
+
+KNOWN_OPEN = frozenset({"no divergences", "hazard slope covered"})
