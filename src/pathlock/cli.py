@@ -294,22 +294,6 @@ def _scenarios(fit: Any, interventions: list[Any], at: list[str], policies: list
     return scenarios
 
 
-def _run_timings(
-    fit: Any,
-    scenarios: list[Any],
-    horizon: int,
-    seed: int | None,
-    n_draws: int | None,
-    target: float | None,
-    level: float,
-) -> Any:
-    from pathlock.interventions import compare_timings
-
-    return compare_timings(
-        fit, scenarios, horizon=horizon, seed=seed, n_draws=n_draws, threshold=target
-    )
-
-
 def _save_timings(result: Any, path: Path) -> None:
     from pathlock.interventions import save_timings
 
@@ -359,14 +343,14 @@ def cmd_run(args: argparse.Namespace, con: _Console) -> int:
         timings = None
         if getattr(spec, "family", None) == "decoupling":
             con.step("comparing intervention timings")
-            timings = _run_timings(
+            from pathlock.interventions import compare_timings
+
+            timings = compare_timings(
                 result,
                 _default_scenarios(result),
-                args.horizon,
-                args.seed,
-                args.timing_draws,
-                None,
-                0.5,
+                horizon=args.horizon,
+                seed=args.seed,
+                n_draws=args.timing_draws,
             )
             _save_timings(timings, tmp / TIMINGS_FILE)
         con.step("writing the report")
@@ -456,8 +440,15 @@ def cmd_timings(args: argparse.Namespace, con: _Console) -> int:
     interventions = [_parse_intervention(t) for t in args.intervention]
     scenarios = _scenarios(result, interventions, args.at or [], args.policy or [])
     con.step(f"simulating {len(scenarios)} scenarios + baseline over {args.horizon} steps")
-    timings = _run_timings(
-        result, scenarios, args.horizon, args.seed, args.draws, args.target, args.level
+    from pathlock.interventions import compare_timings
+
+    timings = compare_timings(
+        result,
+        scenarios,
+        horizon=args.horizon,
+        seed=args.seed,
+        n_draws=args.draws,
+        threshold=args.target,
     )
     _save_timings(timings, target)
     con.out(timings.table().to_string())
