@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,10 +22,11 @@ import xarray as xr
 
 from pathlock import dims
 from pathlock.build import Built
-from pathlock.fit import Fit
+from pathlock.fit import Fit, _evaluate_per_draw
 from pathlock.hmm import hmm_loglike
 
 REGIMES = ["tracking", "decoupled"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,80 @@ def synthetic_fit(n_steps: int, n_draws: int, n_chains: int, n_units: int, seed:
     return Fit(idata=tree, spec=spec, data=data, built=spec.build(data))
 
 
+def decoupling_fit(n_steps: int, n_draws: int, n_chains: int, seed: int = 0) -> Fit:
+    """The default decoupling model (models/decoupling.toml) with fake posterior draws.
+
+    Draws are the initial point jittered on the unconstrained scale, mapped to
+    the constrained values a sampler would store: valid inputs, not a posterior.
+    """
+    from pathlock.data import from_dataframe
+    from pathlock.simulate import simulate
+    from pathlock.spec import Spec
+
+    spec = Spec.from_toml(ROOT / "models" / "decoupling.toml")
+    df, _ = simulate(spec, n_steps=n_steps, seed=seed)
+    data = from_dataframe(df, time=spec.data.time)
+    built = spec.build(data)
+    model = built.model
+    to_rvs = model.compile_fn(
+        model.replace_rvs_by_values(model.free_RVs),
+        inputs=model.value_vars,
+        on_unused_input="ignore",
+        point_fn=False,
+        mode="FAST_COMPILE",
+    )
+    rng = np.random.default_rng(seed)
+    start = model.initial_point()
+    draws = [
+        to_rvs(
+            *(
+                start[v.name] + 0.1 * rng.normal(size=np.shape(start[v.name]))
+                for v in model.value_vars
+            )
+        )
+        for _ in range(n_chains * n_draws)
+    ]
+    post = {}
+    for i, rv in enumerate(model.free_RVs):
+        v = np.stack([d[i] for d in draws]).reshape((n_chains, n_draws, *np.shape(draws[0][i])))
+        post[rv.name] = ((*dims.SAMPLE_DIMS, *(f"{rv.name}_dim_{j}" for j in range(v.ndim - 2))), v)
+    tree = xr.DataTree.from_dict({"posterior": xr.DataTree(xr.Dataset(post))})
+    return Fit(idata=tree, spec=spec, data=data, built=built)
+
+
+def compare_regime_inputs(fits: dict[str, Fit]) -> str:
+    """Time the per-draw loop against the vectorised evaluation of the kernel inputs.
+
+    Each is called twice: the first call includes numba's compilation (or its
+    load from PyTensor's on-disk cache), the second shows the steady state
+    once that cache holds the compiled graph.
+    """
+    lines = [
+        "",
+        "kernel inputs at every draw (_evaluate_per_draw), seconds",
+        f"{'model':<12}{'method':<14}{'1st call':>10}{'2nd call':>10}",
+    ]
+    for name, fit in fits.items():
+        times: dict[str, list[float]] = {}
+        results = {}
+        for label, vectorized in (("loop (before)", False), ("vectorised", True)):
+            for _ in range(2):
+                t0 = time.perf_counter()
+                results[label] = _evaluate_per_draw(fit.built, fit.idata, vectorized=vectorized)
+                times.setdefault(label, []).append(time.perf_counter() - t0)
+        old, new = results.values()
+        diff = 0.0
+        for f in ("log_init", "log_trans", "log_emit"):
+            a, b = getattr(old, f), getattr(new, f)
+            diff = max(diff, float(np.max(np.where(a == b, 0.0, np.abs(a - b)))))
+        for label, (first, second) in times.items():
+            lines.append(f"{name:<12}{label:<14}{first:>10.2f}{second:>10.2f}")
+        (a1, a2), (b1, b2) = times.values()
+        lines.append(f"{name:<12}{'ratio':<14}{a1 / b1:>10.1f}{a2 / b2:>10.1f}")
+        lines.append(f"{name:<12}max abs difference of the inputs: {diff:.1e}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
@@ -119,6 +195,12 @@ def main() -> None:
     warm.early_warning()
 
     fit = synthetic_fit(args.steps, args.draws, args.chains, args.units)
+    inputs = compare_regime_inputs(
+        {
+            "bench": fit,
+            "decoupling": decoupling_fit(args.steps, args.draws, args.chains),
+        }
+    )
     rows: list[tuple[str, float]] = []
 
     def timed(label: str, func) -> object:
@@ -150,6 +232,7 @@ def main() -> None:
         print(f"{label:<{width}}{seconds:>10.2f}")
     print("-" * (width + 10))
     print(f"{'total':<{width}}{total:>10.2f}")
+    print(inputs)
 
 
 if __name__ == "__main__":

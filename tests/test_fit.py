@@ -6,8 +6,10 @@ these tests exercise fit.py without depending on a real family's details.
 
 from __future__ import annotations
 
+import importlib
 import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -171,3 +173,89 @@ def test_pymc_sampler_gives_same_layout(toy_data):
 def test_nutpie_needs_tuning(toy_data):
     with pytest.raises(PathlockError, match="tune must be at least 1"):
         fit(ToySpec(), toy_data, tune=0)
+
+
+# -- regime inputs: vectorised over draws == one draw at a time -----------------
+
+
+def _fake_tree(built, n_chains, n_draws, seed):
+    """Posterior-shaped draws: the initial point jittered on the unconstrained scale.
+
+    No sampling: the draws only need to be valid values of every free variable
+    (so the model's constraints and transforms hold), not a posterior.
+    """
+    model = built.model
+    rng = np.random.default_rng(seed)
+    to_rvs = model.compile_fn(
+        model.replace_rvs_by_values(model.free_RVs),
+        inputs=model.value_vars,
+        on_unused_input="ignore",
+        point_fn=False,
+        mode="FAST_COMPILE",
+    )
+    start = model.initial_point()
+    draws = [
+        to_rvs(
+            *(
+                start[v.name] + 0.3 * rng.normal(size=np.shape(start[v.name]))
+                for v in model.value_vars
+            )
+        )
+        for _ in range(n_chains * n_draws)
+    ]
+    post = {}
+    for i, rv in enumerate(model.free_RVs):
+        v = np.stack([d[i] for d in draws]).reshape((n_chains, n_draws, *np.shape(draws[0][i])))
+        post[rv.name] = ((*dims.SAMPLE_DIMS, *(f"{rv.name}_dim_{j}" for j in range(v.ndim - 2))), v)
+    return xr.DataTree.from_dict({"posterior": xr.DataTree(xr.Dataset(post))})
+
+
+def _assert_same_inputs(built, tree, monkeypatch):
+    # ``pathlock.fit`` is also the name of the function the package exports.
+    fit_module = importlib.import_module("pathlock.fit")
+
+    loop = fit_module._evaluate_per_draw(built, tree, vectorized=False)
+
+    def no_loop(*args, **kwargs):
+        raise AssertionError("the vectorised path fell back to the per-draw loop")
+
+    # 14 draws in chunks of 4 after the first: the last chunk is partial.
+    with monkeypatch.context() as m:
+        m.setattr(fit_module, "_evaluate_loop", no_loop)
+        vec = fit_module._evaluate_per_draw(built, tree, chunk_draws=4)
+    assert (vec.n_chains, vec.n_draws) == (loop.n_chains, loop.n_draws)
+    pairs = [(f, getattr(loop, f), getattr(vec, f)) for f in ("log_init", "log_trans", "log_emit")]
+    assert loop.extras.keys() == vec.extras.keys()
+    pairs += [(k, loop.extras[k], vec.extras[k]) for k in loop.extras]
+    for name, expected, found in pairs:
+        assert found.shape == expected.shape and found.dtype == expected.dtype, name
+        # The same float64 graph evaluated batched: differences are rounding only.
+        np.testing.assert_allclose(found, expected, rtol=0, atol=1e-10, err_msg=name)
+        assert np.isfinite(expected).any(), name
+
+
+@pytest.mark.parametrize("process", ["ratchet", "ar1", "hysteresis"])
+def test_vectorised_inputs_match_loop_decoupling(process, monkeypatch):
+    import dataclasses
+
+    from pathlock.data import from_dataframe
+    from pathlock.simulate import simulate
+    from pathlock.spec import Spec
+
+    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
+    spec = dataclasses.replace(
+        spec, constraint=dataclasses.replace(spec.constraint, process=process)
+    )
+    df, _ = simulate(spec, n_steps=30, n_units=2, seed=5)
+    built = spec.build(from_dataframe(df, time=spec.data.time, unit="unit"))
+    _assert_same_inputs(built, _fake_tree(built, 2, 7, seed=6), monkeypatch)
+
+
+def test_vectorised_inputs_match_loop_markov_switching(monkeypatch):
+    from pathlock.msreg import MarkovSwitching
+
+    root = Path(__file__).resolve().parents[1]
+    spec = MarkovSwitching.from_toml(root / "models" / "hamilton1989.toml")
+    gnp = pd.read_csv(root / "data" / "hamilton_gnp.csv", index_col=0, parse_dates=True)
+    built = spec.build(spec.prepare_data(gnp))
+    _assert_same_inputs(built, _fake_tree(built, 2, 7, seed=7), monkeypatch)

@@ -22,6 +22,8 @@ import numpy as np
 import pytensor
 import xarray as xr
 from numpy.typing import NDArray
+from pytensor.compile.mode import Mode
+from pytensor.graph.replace import vectorize_graph
 
 from pathlock import dims
 from pathlock.build import Built, ModelSpec, spec_class
@@ -514,32 +516,84 @@ def check_convergence(
     return {"divergences": n_div, "max_rhat": max_rhat, "worst": worst[:n_worst]}
 
 
-def _evaluate_per_draw(built: Built, tree: xr.DataTree) -> RegimeInputs:
-    """Evaluate the regime inputs and extras at each posterior draw.
+#: Bytes that one chunk of draws may give the largest output of the regime
+#: inputs (see :func:`_evaluate_per_draw`).
+_CHUNK_BYTES = 32 * 2**20
 
-    One compiled function, called once per draw; the free random variables of
-    the model are replaced by inputs taking the posterior's (constrained)
-    values, so deterministic structure and data are reused as built.
+#: Compilation of the vectorised graph: all of FAST_RUN's rewrites (they also
+#: restore the static broadcast patterns that ``Blockwise`` nodes lose), run by
+#: the Python linker, without fusion (a fused Elemwise has no NumPy ufunc there).
+_BATCHED_MODE = Mode(linker="py", optimizer="fast_run").excluding("fusion")
+
+
+def _evaluate_per_draw(
+    built: Built,
+    tree: xr.DataTree,
+    *,
+    vectorized: bool = True,
+    chunk_draws: int | None = None,
+    mode: str | Mode | None = None,
+) -> RegimeInputs:
+    """Evaluate the regime inputs and extras at every posterior draw.
+
+    The free random variables of the model are replaced by inputs taking the
+    posterior's (constrained) values, so deterministic structure and data are
+    reused as built.  By default the graph is vectorised over draws with
+    :func:`pytensor.graph.replace.vectorize_graph` (every free variable gains a
+    leading sample axis), compiled once and called on chunks of draws.
+
+    Parameters
+    ----------
+    built : Built
+    tree : DataTree
+        With a ``posterior`` group holding every free variable of ``built.model``.
+    vectorized : bool
+        ``False`` calls the unbatched graph once per draw (the reference the
+        vectorised path is tested against).
+    chunk_draws : int, optional
+        Draws per call of the vectorised function; by default as many as keep
+        the largest output of one chunk under :data:`_CHUNK_BYTES`.
+    mode : str, optional
+        PyTensor compilation mode; by default FAST_RUN's rewrites with the
+        Python linker for the vectorised graph and ``"FAST_RUN"`` (numba) for
+        the loop.
+
+    Returns
+    -------
+    RegimeInputs
+
+    Notes
+    -----
+    Chunking bounds the memory of the graph's intermediates, which are about
+    as large as its outputs times the chunk; the outputs themselves are written
+    into arrays allocated once for all draws.  32 MiB for the largest output
+    is ~1000 draws of ``log_trans`` at T = 1000 with two regimes: at that size
+    the per-call overhead is negligible, and in benchmarks/bench_analysis.py
+    one call on all 4000 draws ran twice as slow as four calls of 1000
+    (intermediates that no longer fit in cache).
+
+    The vectorised graph is not compiled with numba: the data are constants
+    of the graph, so every new data set misses numba's on-disk cache, and
+    compiling the batched graph (its ``Blockwise`` nodes above all) took
+    25-60 s for the decoupling model.  The Python linker runs each node as one
+    NumPy call over a whole chunk, so its overhead is paid per chunk, not per
+    draw; see benchmarks/README.md, "Analysis", for the trade-off.
     """
     model = built.model
     names = list(built.extras)
     outputs = [built.log_init, built.log_trans, built.log_emit, *(built.extras[n] for n in names)]
     rvs = list(model.free_RVs)
-    inputs = [rv.type(name=rv.name) for rv in rvs]
-    replaced = pytensor.graph.replace.clone_replace(outputs, dict(zip(rvs, inputs, strict=True)))
-    fn = pytensor.function(inputs, replaced, on_unused_input="ignore", mode="FAST_RUN")
     post = tree.posterior
     n_chains, n_draws = post.sizes[dims.CHAIN], post.sizes[dims.DRAW]
     values = [
         np.asarray(post[rv.name].values).reshape((n_chains * n_draws, *post[rv.name].shape[2:]))
         for rv in rvs
     ]
-    results: list[list[NDArray[np.float64]]] = [[] for _ in outputs]
-    for s in range(n_chains * n_draws):
-        out = fn(*(v[s] for v in values))
-        for store, o in zip(results, out, strict=True):
-            store.append(np.asarray(o))
-    stacked = [np.stack(r) for r in results]
+    stacked = None
+    if vectorized:
+        stacked = _evaluate_batched(rvs, outputs, values, chunk_draws, mode or _BATCHED_MODE)
+    if stacked is None:
+        stacked = _evaluate_loop(rvs, outputs, values, mode or "FAST_RUN")
     li, lt, le = stacked[:3]
     li = li.reshape(li.shape[0], -1, li.shape[-1]) if li.ndim == 2 else li
     if lt.ndim == 3:
@@ -556,3 +610,66 @@ def _evaluate_per_draw(built: Built, tree: xr.DataTree) -> RegimeInputs:
         n_chains=n_chains,
         n_draws=n_draws,
     )
+
+
+def _evaluate_loop(
+    rvs: list[Any], outputs: list[Any], values: list[NDArray[Any]], mode: str | Mode
+) -> list[NDArray[Any]]:
+    """One compiled function of the unbatched graph, called once per draw."""
+    inputs = [rv.type(name=rv.name) for rv in rvs]
+    replaced = pytensor.graph.replace.clone_replace(outputs, dict(zip(rvs, inputs, strict=True)))
+    fn = pytensor.function(inputs, replaced, on_unused_input="ignore", mode=mode)
+    results: list[list[NDArray[Any]]] = [[] for _ in outputs]
+    for s in range(values[0].shape[0] if values else 1):
+        out = fn(*(v[s] for v in values))
+        for store, o in zip(results, out, strict=True):
+            store.append(np.asarray(o))
+    return [np.stack(r) for r in results]
+
+
+def _evaluate_batched(
+    rvs: list[Any],
+    outputs: list[Any],
+    values: list[NDArray[Any]],
+    chunk_draws: int | None,
+    mode: str | Mode,
+) -> list[NDArray[Any]] | None:
+    """The graph vectorised over a leading sample axis, called on chunks of draws.
+
+    Returns None when some node of the graph has no vectorised form (an input
+    that is not a tensor, such as a random generator), so the caller falls
+    back to the per-draw loop for this model only.  Ops without a dedicated
+    rule (custom Ops, Scan) are wrapped in ``Blockwise`` by PyTensor, which
+    loops over the sample axis inside the node.
+    """
+    if not values:
+        return None
+    batched = [rv.type.clone(shape=(None, *rv.type.shape))(name=rv.name) for rv in rvs]
+    try:
+        vec = vectorize_graph(outputs, dict(zip(rvs, batched, strict=True)))
+    except NotImplementedError:
+        return None
+    # Outputs that depend on no free variable keep their rank: evaluated once, broadcast.
+    is_batched = [v.type.ndim == o.type.ndim + 1 for v, o in zip(vec, outputs, strict=True)]
+    fn = pytensor.function(batched, vec, on_unused_input="ignore", mode=mode)
+    n_samples = values[0].shape[0]
+    first = [np.asarray(o) for o in fn(*(v[:1] for v in values))]
+    if chunk_draws is None:
+        per_draw = max((o.nbytes for o, b in zip(first, is_batched, strict=True) if b), default=1)
+        chunk_draws = max(1, _CHUNK_BYTES // max(per_draw, 1))
+    stacked = [
+        np.empty((n_samples, *o.shape[1:]), o.dtype)
+        if b
+        else np.ascontiguousarray(np.broadcast_to(o, (n_samples, *o.shape)))
+        for o, b in zip(first, is_batched, strict=True)
+    ]
+    for out, o, b in zip(stacked, first, is_batched, strict=True):
+        if b:
+            out[:1] = o
+    for start in range(1, n_samples, chunk_draws):
+        stop = min(start + chunk_draws, n_samples)
+        chunk = fn(*(v[start:stop] for v in values))
+        for out, o, b in zip(stacked, chunk, is_batched, strict=True):
+            if b:
+                out[start:stop] = o
+    return stacked
