@@ -279,6 +279,7 @@ def fit(
     seed: int | None = None,
     sampler: Sampler | None = None,
     target_accept: float | None = None,
+    adaptation: str | None = None,
     cores: int | None = None,
     progress: bool = False,
     check: bool = True,
@@ -298,6 +299,9 @@ def fit(
         nutpie with its numba backend (default) or PyMC's NUTS.
     target_accept : float, optional
         Target acceptance rate (default from the spec, else the sampler's 0.8).
+    adaptation : {"diag", "low_rank"}, optional
+        nutpie's mass-matrix adaptation (default from the spec, else ``"diag"``);
+        ``"low_rank"`` also learns the few most correlated directions.
     cores : int, optional
         Chains run in parallel on this many cores (default: all).
     progress : bool
@@ -329,13 +333,18 @@ def fit(
             raise PathlockError(f"{name} must be at least {low}; found {value}")
     if sampler == "nutpie" and tune < 1:
         raise PathlockError("tune must be at least 1 with the nutpie sampler; found 0")
+    adaptation = adaptation if adaptation is not None else opts.get("adaptation", "diag")
+    if adaptation not in ("diag", "low_rank"):
+        raise PathlockError(f"adaptation must be one of ['diag', 'low_rank']; found {adaptation!r}")
     if target_accept is not None and not 0 < float(target_accept) < 1:
         raise PathlockError(f"target_accept must lie in (0, 1); found {target_accept}")
 
     prepared = spec.prepare_data(data)
     built = spec.build(prepared)
     if sampler == "nutpie":
-        tree = _sample_nutpie(built, draws, tune, chains, seed, target_accept, cores, progress)
+        tree = _sample_nutpie(
+            built, draws, tune, chains, seed, target_accept, cores, progress, adaptation
+        )
     else:
         tree = _sample_pymc(built, draws, tune, chains, seed, target_accept, cores, progress)
 
@@ -385,6 +394,7 @@ def _sample_nutpie(
     target_accept: float | None,
     cores: int | None,
     progress: bool,
+    adaptation: str = "diag",
 ) -> xr.DataTree:
     import nutpie
 
@@ -405,6 +415,7 @@ def _sample_nutpie(
         seed=seed,
         save_warmup=False,
         progress_bar=progress,
+        adaptation=adaptation,
         **kwargs,
     )
 
