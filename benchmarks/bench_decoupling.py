@@ -12,7 +12,7 @@ Usage::
 
     python benchmarks/bench_decoupling.py                  # T = 200 and 1000
     python benchmarks/bench_decoupling.py --steps 200 --draws 200 --tune 200
-    python benchmarks/bench_decoupling.py --parameterization noncentered
+    python benchmarks/bench_decoupling.py --parameterization noncentered --adaptation diag
 """
 
 from __future__ import annotations
@@ -57,7 +57,15 @@ def run_pathlock(df, args):
     spec = _spec(args.parameterization)
     data = from_dataframe(df, time="time")
     t0 = time.perf_counter()
-    res = fit(spec, data, draws=args.draws, tune=args.tune, chains=args.chains, seed=1)
+    res = fit(
+        spec,
+        data,
+        draws=args.draws,
+        tune=args.tune,
+        chains=args.chains,
+        seed=1,
+        adaptation=args.adaptation,
+    )
     wall = time.perf_counter() - t0
     tree = res.idata
     names = [n for n in SCALARS if n in tree.posterior]
@@ -133,8 +141,11 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument(
-        "--parameterization", default="auto", choices=["auto", "centered", "noncentered"]
+        "--parameterization",
+        default="auto",
+        choices=["auto", "whitened", "data_centered", "centered", "noncentered"],
     )
+    parser.add_argument("--adaptation", default="low_rank", choices=["low_rank", "diag"])
     parser.add_argument("--skip-numpyro", action="store_true")
     args = parser.parse_args()
 
