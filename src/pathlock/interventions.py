@@ -352,11 +352,11 @@ class Scenario:
                 f"Scenario.name must be a non-empty string; found {self.name!r}"
             )
         items = self.interventions
-        if isinstance(items, ReduceExposure | ResetNarrative | LowerHazard | Relieve):
+        if isinstance(items, Intervention):
             items = (items,)
         items = tuple(items)
         for item in items:
-            if not isinstance(item, ReduceExposure | ResetNarrative | LowerHazard | Relieve):
+            if not isinstance(item, Intervention):
                 raise InterventionError(
                     f"scenario {self.name!r}: {item!r} is not an intervention; expected "
                     "ReduceExposure, ResetNarrative, LowerHazard or Relieve"
@@ -406,7 +406,7 @@ def timing_scenarios(
     """
     items = (
         (interventions,)
-        if isinstance(interventions, ReduceExposure | ResetNarrative | LowerHazard | Relieve)
+        if isinstance(interventions, Intervention)
         else tuple(interventions)
     )
     return [Scenario(name.format(time=_label_str(t)), items, At(t), cost_per_step) for t in times]
