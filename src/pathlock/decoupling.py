@@ -272,7 +272,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         eps = pm.Normal("constraint_eps", 0.0, 1.0, dims=inn_dims)
         innov = mean + sigma * eps
         constraint = path(process, init, innov, _with_baseline(p, init))
-    elif mode == "whitened" or (mode == "auto" and process != "ar1"):
+    elif mode == "whitened" or (mode == "auto" and process in ("ratchet", "random_walk")):
         init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
         n = n_steps - 1
         raw = pm.Flat("constraint_raw", shape=(n_units, n))
@@ -394,7 +394,10 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     - ``data_centered``: levels as deviations from a pilot path read off the
       first indicator, whitened the same way (``ar1``'s latent path is linear
       in its levels, so this is exact for it up to the boundary).
-    - ``auto`` (default): ``data_centered`` for ``ar1``, ``whitened`` otherwise.
+    - ``auto`` (default): ``whitened`` for ``ratchet`` and ``random_walk``,
+      ``data_centered`` for ``ar1`` and ``hysteresis`` (nutpie's numba
+      compilation rejects the hysteresis scan in the other parameterisations:
+      a static-shape mismatch of the scan's carried state).
 
     For ``ratchet`` and ``hysteresis``, ``mu`` is sampled through
     ``constraint_log_mean_step = mu + sigma^2 / 2`` (the log of the mean step,
