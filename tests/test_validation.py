@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"validation_{name}", ROOT / "validation" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"validation_{name}", ROOT / "validation" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     # Registered first: dataclasses look their module up in sys.modules.
     sys.modules[f"validation_{name}"] = module

@@ -404,11 +404,7 @@ def timing_scenarios(
     >>> [s.name for s in fam]
     ['at 10', 'at 20', 'at 40']
     """
-    items = (
-        (interventions,)
-        if isinstance(interventions, Intervention)
-        else tuple(interventions)
-    )
+    items = (interventions,) if isinstance(interventions, Intervention) else tuple(interventions)
     return [Scenario(name.format(time=_label_str(t)), items, At(t), cost_per_step) for t in times]
 
 
