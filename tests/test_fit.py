@@ -86,6 +86,28 @@ class ToySpec:
 register_family("toy", ToySpec)
 
 
+@dataclass(frozen=True)
+class SharedToySpec(ToySpec):
+    """The toy model with its data as ``pm.Data``: compiled models may be reused."""
+
+    family: str = "toy"
+
+    def build(self, data):
+        coords = {dims.UNIT: ["a"], dims.TIME: data.time, dims.REGIME: ["tracking", "decoupled"]}
+        with pm.Model(coords=coords) as model:
+            y = pm.Data("data_y", data.y)
+            # A data-dependent initial value, as the decoupling model has.
+            start = pm.Data("data_start", float(np.mean(data.y)))
+            mu = pm.Normal("toy_mu", 0.0, 5.0, initval=start)
+            sigma = pm.HalfNormal("toy_sigma", 2.0)
+            log_emit = pm.logp(pm.Normal.dist(mu, sigma), y)[None, :, None]
+            log_emit = pt.concatenate([log_emit, log_emit], axis=-1)
+            pm.Potential("toy_loglike", log_emit.sum())
+        log_init = pt.log(pt.as_tensor([[1.0, 1e-12]]))
+        log_trans = pt.log(pt.as_tensor([[[[1.0 - 1e-12, 1e-12], [1e-12, 1.0 - 1e-12]]]]))
+        return Built(model, log_init, log_trans, log_emit, {"mu": mu}, data_shared=True)
+
+
 @pytest.fixture(scope="module")
 def toy_data():
     rng = np.random.default_rng(3)
@@ -173,6 +195,60 @@ def test_pymc_sampler_gives_same_layout(toy_data):
 def test_nutpie_needs_tuning(toy_data):
     with pytest.raises(PathlockError, match="tune must be at least 1"):
         fit(ToySpec(), toy_data, tune=0)
+
+
+# -- compiled models reused across data sets of the same shapes -----------------
+
+
+def _toy_series(seed, mean, start):
+    rng = np.random.default_rng(seed)
+    index = pd.date_range(start, periods=40, freq="D")
+    return pd.DataFrame({"y": mean + rng.normal(size=40)}, index=index)
+
+
+def test_compiled_model_is_reused_for_new_data(monkeypatch):
+    """Same spec and shapes: one compilation, and the reused model samples exactly
+    what a fresh compilation samples (same seed, bit for bit), with the new data's
+    labels and posterior; earlier fits keep their own data."""
+    fit_module = importlib.import_module("pathlock.fit")
+    monkeypatch.setattr(fit_module, "_COMPILED", type(fit_module._COMPILED)())
+    compiled = []
+    real = fit_module._compile
+    monkeypatch.setattr(fit_module, "_compile", lambda m: compiled.append(m) or real(m))
+    kw = {"draws": 100, "tune": 100, "chains": 2, "seed": 7, "check": False}
+    first = fit(SharedToySpec(), _toy_series(1, -3.0, "2001-01-01"), **kw)
+    second_data = _toy_series(2, 4.0, "2010-06-01")
+    second = fit(SharedToySpec(), second_data, **kw)
+    assert len(compiled) == 1
+    # The data moved the posterior: mu ~ 4 with these data, not -3.
+    assert abs(float(second.idata.posterior["toy_mu"].mean()) - 4.0) < 0.5
+    assert abs(float(first.idata.posterior["toy_mu"].mean()) + 3.0) < 0.5
+    assert pd.Timestamp(second.idata["log_likelihood"][dims.TIME].values[0]) == pd.Timestamp(
+        "2010-06-01"
+    )
+    np.testing.assert_array_equal(first.built.model["data_y"].get_value(), first.data.y)
+    fit_module._COMPILED.clear()
+    fresh = fit(SharedToySpec(), second_data, **kw)
+    assert len(compiled) == 2
+    np.testing.assert_array_equal(
+        fresh.idata.posterior["toy_mu"].values, second.idata.posterior["toy_mu"].values
+    )
+
+
+def test_compiled_model_is_not_reused_across_specs_or_shapes(monkeypatch):
+    fit_module = importlib.import_module("pathlock.fit")
+    monkeypatch.setattr(fit_module, "_COMPILED", type(fit_module._COMPILED)())
+    compiled = []
+    real = fit_module._compile
+    monkeypatch.setattr(fit_module, "_compile", lambda m: compiled.append(m) or real(m))
+    kw = {"draws": 20, "tune": 20, "chains": 1, "seed": 7, "check": False}
+    data = _toy_series(1, 0.0, "2001-01-01")
+    fit(SharedToySpec(), data, **kw)
+    fit(SharedToySpec(stay=0.9), data, **kw)  # another spec
+    fit(SharedToySpec(), data.iloc[:30], **kw)  # other shapes
+    fit(ToySpec(), data, **kw)  # data as constants: never cached
+    fit(ToySpec(), data, **kw)
+    assert len(compiled) == 5
 
 
 # -- regime inputs: vectorised over draws == one draw at a time -----------------

@@ -51,6 +51,13 @@ class Built:
     extras : dict
         Family-specific symbolic quantities (e.g. ``"constraint"``), each a
         TensorVariable, which analysis may evaluate per posterior draw.
+    data_shared : bool
+        True when every data-dependent value of the graph is a ``pm.Data``
+        of ``model`` (none is a constant), so a compiled model can sample
+        another data set of the same shapes by swapping the data in.
+    unjittered : frozenset of str
+        Free variables whose initial value is derived from the data and which
+        every chain starts from exactly (the sampler jitters the others).
     """
 
     model: pm.Model
@@ -58,6 +65,8 @@ class Built:
     log_trans: pt.TensorVariable
     log_emit: pt.TensorVariable
     extras: Mapping[str, pt.TensorVariable] = field(default_factory=dict)
+    data_shared: bool = False
+    unjittered: frozenset[str] = frozenset()
 
 
 @runtime_checkable

@@ -113,6 +113,71 @@ def pilot(process: str, first_indicator: NDArray[np.float64], family: str) -> Pi
     return Pilot(level, step, step, np.ones(n_units))
 
 
+def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
+    """Reference loading of each feedback signal: its slope on the first indicator.
+
+    Least squares over the first half of every unit's series (pooled), where
+    the feedback still tracks if it ever did (regimes start in ``tracking``);
+    counts on the log scale.  Used only as the sampler's starting value of
+    ``feedback_b``, in every chain (it is not jittered): started anywhere
+    near 0, a chain can settle in the mode where the feedback is unrelated to
+    the constraint, decoupling comes early and the intercepts carry the switch
+    (the default run's data: 2 of 4 seeds had one such chain, 77 nats of
+    log-likelihood below the others, when ``feedback_b`` was jittered).
+
+    Returns
+    -------
+    ndarray (signal,)
+        0 where fewer than three pairs are observed or the indicator is flat.
+    """
+    first = spec.indicators[0]
+    x = np.asarray(data[first.column], dtype=float)
+    x = np.log(x + 0.5) if first.family in _COUNT else x
+    half = max(2, data.n_steps // 2)
+    out = np.zeros(len(spec.feedback))
+    for m, series in enumerate(spec.feedback):
+        y = np.asarray(data[series.column], dtype=float)
+        y = np.log(y + 0.5) if series.family in _COUNT else y
+        xs, ys = x[:, :half], y[:, :half]
+        ok = ~np.isnan(xs) & ~np.isnan(ys)
+        if ok.sum() < 3:
+            continue
+        # Centred per unit: units may differ in level, not in loading.
+        xc = xs - np.nanmean(np.where(ok, xs, np.nan), axis=1, keepdims=True)
+        yc = ys - np.nanmean(np.where(ok, ys, np.nan), axis=1, keepdims=True)
+        sxx = np.sum(np.where(ok, xc * xc, 0.0))
+        if sxx > 0:
+            out[m] = np.sum(np.where(ok, xc * yc, 0.0)) / sxx
+    return out
+
+
+# --------------------------------------------------------------------------
+# Data as shared variables
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """One observed series in the graph: valid values and, if any are missing, the mask."""
+
+    values: pt.TensorVariable
+    missing: pt.TensorVariable | None
+
+
+def _observed(data: DecouplingData, column: str) -> _Observed:
+    """``pm.Data`` for one column: ``data_{column}`` (NaN filled with 0) and its missing mask.
+
+    Every data-dependent value of the graph is a ``pm.Data``, so one compiled
+    model serves every data set of the same shape (see ``pathlock.fit``); the
+    mask exists only where something is missing.
+    """
+    y = np.asarray(data[column], dtype=float)
+    mask = np.isnan(y)
+    values = pm.Data(f"data_{column}", np.where(mask, 0.0, y))
+    missing = pm.Data(f"data_{column}_missing", mask) if mask.any() else None
+    return _Observed(values, missing)
+
+
 # --------------------------------------------------------------------------
 # Variable creation helpers
 # --------------------------------------------------------------------------
@@ -139,9 +204,13 @@ def _param(
     shape: tuple[int, ...],
     *,
     hier: bool,
-    shift: tuple[str, Any, float] | None = None,
+    shift: tuple[str, Any, Any] | None = None,
+    initval: Any = None,
 ) -> pt.TensorVariable:
     """Create parameter ``name`` with its resolved prior; hierarchical ones are non-centred.
+
+    ``initval`` is the sampler's starting value (of the population mean, if
+    hierarchical).
 
     ``shift = (free_name, offset, initval)`` samples ``free = name + offset``
     instead of ``name`` (its population mean, if hierarchical) and keeps
@@ -161,9 +230,9 @@ def _param(
         if not hier:
             return pop
     elif not hier:
-        return _rv(name, prior, model_dims, shape)
+        return _rv(name, prior, model_dims, shape, initval)
     else:
-        pop = _rv(f"{name}_pop", prior, model_dims, shape)
+        pop = _rv(f"{name}_pop", prior, model_dims, shape, initval)
     sig_prior = spec.prior(name + "_unit_sigma")
     sig = _const(sig_prior, ()) if _is_fixed(sig_prior) else _rv(f"{name}_unit_sigma", sig_prior)
     z = pm.Normal(f"{name}_unit_z", 0.0, 1.0, dims=(dims.UNIT, *model_dims))
@@ -171,10 +240,16 @@ def _param(
 
 
 def _rv(
-    name: str, prior: Any, model_dims: tuple[str, ...] = (), shape: tuple[int, ...] = ()
+    name: str,
+    prior: Any,
+    model_dims: tuple[str, ...] = (),
+    shape: tuple[int, ...] = (),
+    initval: Any = None,
 ) -> pt.TensorVariable:
     cls = getattr(pm, prior.dist)
     kwargs = {k: np.asarray(v, dtype=float) for k, v in prior.kwargs.items()}
+    if initval is not None:
+        kwargs["initval"] = initval
     if model_dims:
         return cls(name, dims=model_dims, **kwargs)
     if shape:
@@ -210,7 +285,7 @@ def _stationary_pivot(lower, upper):
     return 0.25 * (lower + upper) + 0.5 * pt.sqrt(lower * upper)
 
 
-def _log_mean_shift(spec: Spec, data: DecouplingData, sigma) -> tuple[str, Any, float] | None:
+def _log_mean_shift(spec: Spec, data: DecouplingData, sigma) -> tuple[str, Any, Any] | None:
     """Sample log-increment processes by ``log E[step] = mu + sigma^2 / 2``, not by ``mu``.
 
     The data pin down the mean step (the constraint's overall growth) far more
@@ -222,15 +297,20 @@ def _log_mean_shift(spec: Spec, data: DecouplingData, sigma) -> tuple[str, Any, 
     if not PROCESSES[process].log_increment:
         return None
     ref = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
-    return ("constraint_log_mean_step", 0.5 * sigma**2, float(np.log(np.mean(ref.step))))
+    # A data-dependent initial value, so a symbolic one (see _observed).
+    start = pm.Data("data_pilot_log_mean_step", float(np.log(np.mean(ref.step))))
+    return ("constraint_log_mean_step", 0.5 * sigma**2, start)
 
 
-def _indicator_information(spec: Spec, data: DecouplingData, lam, ind_sigma, ind_df, ind_alpha):
+def _indicator_information(
+    spec: Spec, obs: Mapping[str, _Observed], lam, ind_sigma, ind_df, ind_alpha
+):
     """Approximate Fisher information about C_t per step from the indicators, per unit."""
     total = 0.0
     for j, series in enumerate(spec.indicators):
-        y = data[series.column]
-        frac = np.mean(~np.isnan(y), axis=1)
+        y = obs[series.column]
+        seen = 1.0 if y.missing is None else 1.0 - y.missing
+        frac = pt.mean(pt.ones_like(y.values) * seen, axis=1)
         lj = lam[..., j]
         if series.family == "normal":
             info = lj**2 / ind_sigma[..., j] ** 2
@@ -238,7 +318,9 @@ def _indicator_information(spec: Spec, data: DecouplingData, lam, ind_sigma, ind
             df = ind_df[..., j]
             info = lj**2 / ind_sigma[..., j] ** 2 * (df + 1.0) / (df + 3.0)
         else:
-            m = np.nan_to_num(np.nanmean(y, axis=1), nan=1.0) + 0.5
+            n_seen = pt.sum(pt.ones_like(y.values) * seen, axis=1)
+            m = pt.switch(n_seen > 0, (y.values * seen).sum(axis=1) / pt.maximum(n_seen, 1), 1.0)
+            m = m + 0.5
             info = lj**2 * m
             if series.family == "negative_binomial":
                 info = info / (1.0 + m / ind_alpha[..., j])
@@ -260,7 +342,9 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
     """Create the latent constraint path per the spec's parameterisation."""
     process = spec.constraint.process
     n_units, n_steps = data.n_units, data.n_steps
-    exposures = data.array(spec.constraint.exposures) if spec.constraint.exposures else None
+    exposures = None
+    if spec.constraint.exposures:
+        exposures = pm.Data("data_exposures", data.array(spec.constraint.exposures))
     mean = innovation_mean(process, p, None if exposures is None else exposures[:, 1:], pt)
     mean = pt.broadcast_to(mean[..., None] if mean.ndim < 2 else mean, (n_units, n_steps - 1))
     sigma = p["sigma"]
@@ -302,7 +386,11 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         innov = pm.Normal("constraint_innovation", mean, sigma, dims=inn_dims)
         constraint = path(process, init, innov, _with_baseline(p, init))
     else:
-        ref = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
+        ref_values = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
+        ref = {
+            f: pm.Data(f"data_pilot_{f}", getattr(ref_values, f))
+            for f in ("level", "innovation", "scale")
+        }
         fixed_init = _is_fixed(init_prior)
         n_free = n_steps - (1 if fixed_init else 0)
         raw = pm.Flat("constraint_raw", shape=(n_units, n_free))
@@ -312,7 +400,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
             upper = info + (1.0 + p["phi"]) ** 2 * kappa
             b_off = p["phi"] * kappa
         else:
-            kappa = 1.0 / (ref.scale * sigma) ** 2
+            kappa = 1.0 / (ref["scale"] * sigma) ** 2
             lower, upper, b_off = info, info + 4.0 * kappa, kappa
         lower = pt.broadcast_to(lower, (n_units,))
         upper = pt.broadcast_to(upper, (n_units,))
@@ -323,7 +411,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
             init = _const(init_prior, (n_units,))
             q = pt.concatenate([pt.zeros((n_units, 1)), q], axis=1)
         if process == "ar1":
-            levels = ref.level[:, None] + q
+            levels = ref["level"][:, None] + q
             if not fixed_init:
                 init = levels[:, 0]
             constraint = pt.concatenate([init[:, None], levels[:, 1:]], axis=1)
@@ -332,8 +420,8 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
             innov = constraint[:, 1:] - mu_u - p["phi"] * (prev - mu_u)
         else:
             if not fixed_init:
-                init = ref.level + q[:, 0]
-            innov = ref.innovation[:, None] + (q[:, 1:] - q[:, :-1]) / ref.scale[:, None]
+                init = ref["level"] + q[:, 0]
+            innov = ref["innovation"][:, None] + (q[:, 1:] - q[:, :-1]) / ref["scale"][:, None]
             constraint = path(process, init, innov, _with_baseline(p, init))
         if not fixed_init:
             init = pm.Deterministic("constraint_init", init, dims=dims.UNIT)
@@ -480,7 +568,8 @@ def build(spec: Spec, data: DecouplingData) -> Built:
         if "negative_binomial" in fam_i:
             ind_alpha = _param(spec, "indicator_alpha", (dims.INDICATOR,), (n_ind,), hier=False)
         lam_u = lam if lam.ndim == 2 else lam[None]
-        info = _indicator_information(spec, data, lam_u, ind_sigma, ind_df, ind_alpha)
+        obs = {s.column: _observed(data, s.column) for s in (*spec.indicators, *spec.feedback)}
+        info = _indicator_information(spec, obs, lam_u, ind_sigma, ind_df, ind_alpha)
 
         # ---- latent path
         latent = _latent_path(spec, data, p, info)
@@ -496,7 +585,8 @@ def build(spec: Spec, data: DecouplingData) -> Built:
                 "df": None if ind_df is None else ind_df[j],
                 "alpha": None if ind_alpha is None else ind_alpha[j],
             }
-            ind_logp = ind_logp + log_density(series.family, data[series.column], eta, params)
+            y = obs[series.column]
+            ind_logp = ind_logp + log_density(series.family, y.values, eta, params, y.missing)
 
         # ---- feedback: Y_mkt = a_mk + b_m w_k C_t + noise_mk
         w = _loadings(spec)
@@ -507,7 +597,14 @@ def build(spec: Spec, data: DecouplingData) -> Built:
             (),
             hier="feedback_a" in hier,
         )
-        b = _param(spec, "feedback_b", (dims.SIGNAL,), (), hier="feedback_b" in hier)
+        b = _param(
+            spec,
+            "feedback_b",
+            (dims.SIGNAL,),
+            (),
+            hier="feedback_b" in hier,
+            initval=pm.Data("data_pilot_feedback_b", feedback_pilot(spec, data)),
+        )
         fb_sigma = fb_df = fb_alpha = None
         sig_dims = (dims.SIGNAL, dims.REGIME) if spec.regimes.feedback_noise else (dims.SIGNAL,)
         if fam_f & {"normal", "student_t"}:
@@ -533,8 +630,13 @@ def build(spec: Spec, data: DecouplingData) -> Built:
                 "df": None if fb_df is None else fb_df[m],
                 "alpha": None if fb_alpha is None else fb_alpha[m],
             }
+            y = obs[series.column]
             fb_logp = fb_logp + log_density(
-                series.family, data[series.column][:, :, None], eta, params
+                series.family,
+                y.values[:, :, None],
+                eta,
+                params,
+                None if y.missing is None else y.missing[:, :, None],
             )
         log_emit = ind_logp[:, :, None] + fb_logp
         log_emit = pt.broadcast_to(log_emit, (n_units, n_steps, k))
@@ -552,6 +654,8 @@ def build(spec: Spec, data: DecouplingData) -> Built:
         log_trans=log_trans,
         log_emit=log_emit,
         extras={"constraint": constraint, "innovation": latent["innovation"]},
+        data_shared=True,
+        unjittered=frozenset({"feedback_b", "feedback_b_pop"}),
     )
 
 
@@ -612,14 +716,25 @@ def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
             rows = _rv("trans_p", prior, (dims.REGIME_FROM, dims.REGIME_TO))
         return log_init, log_trans_constant(rows, k, structure)
     rr = (dims.REGIME_FROM, dims.REGIME_TO)
-    g0 = _param(spec, "hazard_intercept", rr, (), hier="hazard_intercept" in hier)
+    # Started where a move is expected about once over the series, not at the
+    # prior's centre: at -3 (a move every ~20 steps) a chain can lock in to an
+    # early decoupling with a feedback loading near 0, a minor mode it never leaves.
+    start = np.full((k, k), -np.log(max(data.n_steps - 1, 1)))
+    g0 = _param(
+        spec,
+        "hazard_intercept",
+        rr,
+        (),
+        hier="hazard_intercept" in hier,
+        initval=pm.Data("data_pilot_hazard_intercept", start),
+    )
     g1 = None
     if spec.regimes.hazard_on_constraint:
         g1 = _param(spec, "hazard_slope", rr, (), hier="hazard_slope" in hier)
     eta = cov = None
     if spec.regimes.covariates:
         eta = _param(spec, "hazard_eta", (*rr, dims.EXOG), (), hier=False)
-        cov = pt.as_tensor_variable(data.array(spec.regimes.covariates))
+        cov = pm.Data("data_covariates", data.array(spec.regimes.covariates))
     lagged = pt.concatenate([constraint[:, :1], constraint[:, :-1]], axis=1)
     logits = hazard_logits(g0, g1, lagged, eta, cov)
     logits = pt.specify_shape(logits, (n_units, data.n_steps, k, k))

@@ -56,20 +56,28 @@ def _dist(family: str, eta: Any, params: Mapping[str, Any]) -> Any:
 
 
 def log_density(
-    family: str, observed: ArrayLike, eta: Any, params: Mapping[str, Any]
+    family: str,
+    observed: Any,
+    eta: Any,
+    params: Mapping[str, Any],
+    missing: Any = None,
 ) -> pt.TensorVariable:
     """Pointwise log-density of ``observed`` given the linear predictor, zero where missing.
 
     Parameters
     ----------
     family : {"normal", "student_t", "poisson", "negative_binomial"}
-    observed : array_like
-        Data, with NaN marking missing values (a constant, not a variable).
+    observed : array_like or TensorVariable
+        Data: an array with NaN marking missing values (a constant of the
+        graph), or a tensor (e.g. ``pm.Data``) of valid values with the
+        missing entries given by ``missing``.
     eta : TensorLike
         Linear predictor broadcastable against ``observed``: the mean, or the
         log-mean for counts.
     params : mapping
         Nuisance parameters (:data:`NUISANCE`), broadcastable against ``observed``.
+    missing : TensorVariable of bool, optional
+        Only with a tensor ``observed``: True where the observation is missing.
 
     Returns
     -------
@@ -82,13 +90,16 @@ def log_density(
     masked with ``switch``, so neither the value nor the gradient sees a NaN.
     """
     _check(family)
+    if isinstance(observed, pt.Variable):
+        logp = pm.logp(_dist(family, eta, params), observed)
+        return logp if missing is None else pt.switch(missing, 0.0, logp)
     y = np.asarray(observed, dtype=float)
-    missing = np.isnan(y)
-    filled = np.where(missing, 0.0, y)
+    mask = np.isnan(y)
+    filled = np.where(mask, 0.0, y)
     logp = pm.logp(_dist(family, eta, params), filled)
-    if not missing.any():
+    if not mask.any():
         return logp
-    return pt.switch(pt.as_tensor_variable(missing), 0.0, logp)
+    return pt.switch(pt.as_tensor_variable(mask), 0.0, logp)
 
 
 def draw(
