@@ -24,6 +24,7 @@ from pathlock import dims
 from pathlock.build import Built
 from pathlock.fit import Fit, _evaluate_per_draw
 from pathlock.hmm import hmm_loglike
+from pathlock.testing import jittered_posterior
 
 REGIMES = ["tracking", "decoupled"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,30 +122,7 @@ def decoupling_fit(n_steps: int, n_draws: int, n_chains: int, seed: int = 0) -> 
     df, _ = simulate(spec, n_steps=n_steps, seed=seed)
     data = from_dataframe(df, time=spec.data.time)
     built = spec.build(data)
-    model = built.model
-    to_rvs = model.compile_fn(
-        model.replace_rvs_by_values(model.free_RVs),
-        inputs=model.value_vars,
-        on_unused_input="ignore",
-        point_fn=False,
-        mode="FAST_COMPILE",
-    )
-    rng = np.random.default_rng(seed)
-    start = model.initial_point()
-    draws = [
-        to_rvs(
-            *(
-                start[v.name] + 0.1 * rng.normal(size=np.shape(start[v.name]))
-                for v in model.value_vars
-            )
-        )
-        for _ in range(n_chains * n_draws)
-    ]
-    post = {}
-    for i, rv in enumerate(model.free_RVs):
-        v = np.stack([d[i] for d in draws]).reshape((n_chains, n_draws, *np.shape(draws[0][i])))
-        post[rv.name] = ((*dims.SAMPLE_DIMS, *(f"{rv.name}_dim_{j}" for j in range(v.ndim - 2))), v)
-    tree = xr.DataTree.from_dict({"posterior": xr.DataTree(xr.Dataset(post))})
+    tree = jittered_posterior(built, n_chains, n_draws, seed=seed, scale=0.1)
     return Fit(idata=tree, spec=spec, data=data, built=built)
 
 

@@ -22,6 +22,7 @@ from pathlock import dims
 from pathlock.build import Built, register_family
 from pathlock.errors import PathlockError, ResultFileError
 from pathlock.fit import FILE_FORMAT_VERSION, ConvergenceWarning, Fit, fit, load_fit
+from pathlock.testing import jittered_posterior
 
 
 @dataclass(frozen=True)
@@ -254,38 +255,6 @@ def test_compiled_model_is_not_reused_across_specs_or_shapes(monkeypatch):
 # -- regime inputs: vectorised over draws == one draw at a time -----------------
 
 
-def _fake_tree(built, n_chains, n_draws, seed):
-    """Posterior-shaped draws: the initial point jittered on the unconstrained scale.
-
-    No sampling: the draws only need to be valid values of every free variable
-    (so the model's constraints and transforms hold), not a posterior.
-    """
-    model = built.model
-    rng = np.random.default_rng(seed)
-    to_rvs = model.compile_fn(
-        model.replace_rvs_by_values(model.free_RVs),
-        inputs=model.value_vars,
-        on_unused_input="ignore",
-        point_fn=False,
-        mode="FAST_COMPILE",
-    )
-    start = model.initial_point()
-    draws = [
-        to_rvs(
-            *(
-                start[v.name] + 0.3 * rng.normal(size=np.shape(start[v.name]))
-                for v in model.value_vars
-            )
-        )
-        for _ in range(n_chains * n_draws)
-    ]
-    post = {}
-    for i, rv in enumerate(model.free_RVs):
-        v = np.stack([d[i] for d in draws]).reshape((n_chains, n_draws, *np.shape(draws[0][i])))
-        post[rv.name] = ((*dims.SAMPLE_DIMS, *(f"{rv.name}_dim_{j}" for j in range(v.ndim - 2))), v)
-    return xr.DataTree.from_dict({"posterior": xr.DataTree(xr.Dataset(post))})
-
-
 def _assert_same_inputs(built, tree, monkeypatch):
     # ``pathlock.fit`` is also the name of the function the package exports.
     fit_module = importlib.import_module("pathlock.fit")
@@ -324,7 +293,7 @@ def test_vectorised_inputs_match_loop_decoupling(process, monkeypatch):
     )
     df, _ = simulate(spec, n_steps=30, n_units=2, seed=5)
     built = spec.build(from_dataframe(df, time=spec.data.time, unit="unit"))
-    _assert_same_inputs(built, _fake_tree(built, 2, 7, seed=6), monkeypatch)
+    _assert_same_inputs(built, jittered_posterior(built, 2, 7, seed=6), monkeypatch)
 
 
 def test_vectorised_inputs_match_loop_markov_switching(monkeypatch):
@@ -334,4 +303,4 @@ def test_vectorised_inputs_match_loop_markov_switching(monkeypatch):
     spec = MarkovSwitching.from_toml(root / "models" / "hamilton1989.toml")
     gnp = pd.read_csv(root / "data" / "hamilton_gnp.csv", index_col=0, parse_dates=True)
     built = spec.build(spec.prepare_data(gnp))
-    _assert_same_inputs(built, _fake_tree(built, 2, 7, seed=7), monkeypatch)
+    _assert_same_inputs(built, jittered_posterior(built, 2, 7, seed=7), monkeypatch)
