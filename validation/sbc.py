@@ -17,9 +17,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -148,6 +150,7 @@ def main() -> None:
     parser.add_argument("--thin-to", type=int, default=99, help="posterior draws per rank")
     parser.add_argument("--bins", type=int, default=10)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--out", type=Path, default=None, help="write the ranks (JSON)")
     args = parser.parse_args()
     res = run_sbc(
         args.n_sims,
@@ -164,12 +167,16 @@ def main() -> None:
         f"\nSBC: {args.n_sims} simulations, T = {args.n_steps}, {res.n_draws} draws per rank, "
         f"{res.divergent_fits} fits with divergences, {res.seconds:.0f} s"
     )
-    print(f"{'parameter':<20}{'chi2 p':>10}{'KS p':>10}{'mean rank':>12}")
+    print(f"{'parameter':<20}{'chi2 p':>10}{'KS p':>10}{'mean rank':>12}   ranks per bin")
     for name in SCALARS:
+        counts, _ = np.histogram(res.ranks[name], bins=args.bins, range=(0, res.n_draws + 1))
         print(
             f"{name:<20}{res.chi2_p[name]:>10.3f}{res.ks_p[name]:>10.3f}"
-            f"{res.mean_rank[name]:>12.3f}"
+            f"{res.mean_rank[name]:>12.3f}   {' '.join(f'{c:>2}' for c in counts)}"
         )
+    if args.out is not None:
+        ranks = {name: r.tolist() for name, r in res.ranks.items()}
+        args.out.write_text(json.dumps({"n_draws": res.n_draws, "ranks": ranks}))
 
 
 if __name__ == "__main__":
