@@ -791,9 +791,16 @@ def summary(
             raise PathlockError(
                 f"var_names: unknown {unknown}; posterior variables are {sorted(post.data_vars)}"
             )
-    table = az.summary(
-        fit.idata, var_names=list(var_names), ci_prob=ci_prob, ci_kind=ci_kind, round_to=round_to
-    )
+    with warnings.catch_warnings():
+        # Fixed quantities (the tracking loading, 1) give 0/0 inside R-hat: NaN, as it should be.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = az.summary(
+            fit.idata,
+            var_names=list(var_names),
+            ci_prob=ci_prob,
+            ci_kind=ci_kind,
+            round_to=round_to,
+        )
     diverging = fit.idata["sample_stats"]["diverging"]
     table.attrs["divergences"] = int(diverging.sum())
     table.attrs["n_samples"] = int(diverging.size)

@@ -324,7 +324,7 @@ def _has_exposures(fit: Any) -> bool:
 
 
 def cmd_run(args: argparse.Namespace, con: _Console) -> int:
-    from pathlock import datasets
+    from pathlock import datasets, dims
 
     out = Path(args.out)
     _check_new(out, args.force, "output directory")
@@ -357,8 +357,18 @@ def cmd_run(args: argparse.Namespace, con: _Console) -> int:
         # Without exposures only the narrative can be acted on: the constraint
         # path is the same under every timing, time spent decoupled is not.
         metric = "constraint_final" if _has_exposures(result) else "time_decoupled"
+        target = args.target
+        if target is None and timings is not None:
+            # The point of no return needs a goal: by default, halving the harm.
+            never = timings.outcomes[metric].sel({dims.SCENARIO: "never"})
+            target = 0.5 * float(never.astype(float).median())
         html = _write_report(
-            result, tmp / REPORT_DIR, timings, title=f"pathlock: {name}", metric=metric
+            result,
+            tmp / REPORT_DIR,
+            timings,
+            title=f"pathlock: {name}",
+            metric=metric,
+            target=target,
         )
         _manifest(tmp, sys.argv[1:], {"dataset": name, "model": str(spec_path)})
     con.step("done")
@@ -373,14 +383,21 @@ def _describe(data: Any) -> str:
 
 
 def _write_report(
-    result: Any, out_dir: Path, timings: Any, title: str | None, metric: str | None = None
+    result: Any,
+    out_dir: Path,
+    timings: Any,
+    title: str | None,
+    metric: str | None = None,
+    target: float | None = None,
 ) -> Path:
     from pathlock.report import write_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if metric is None:
         metric = "constraint_final" if _has_exposures(result) else "time_decoupled"
-    return Path(write_report(result, out_dir, timings=timings, title=title, metric=metric))
+    return Path(
+        write_report(result, out_dir, timings=timings, title=title, metric=metric, target=target)
+    )
 
 
 def cmd_fit(args: argparse.Namespace, con: _Console) -> int:
@@ -576,6 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=250,
         help="posterior draws per chain used for timings (default 250)",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="level the timing outcome should stay under, for the point of no return "
+        "(default: half its median without intervention)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     _sampling_options(p)

@@ -282,7 +282,7 @@ def _finish(fig: Figure, title: str, caption: str, note: str | None = None) -> F
     constrained layout reserves its height.
     """
     width_in = fig.get_size_inches()[0]
-    title_chars = int(width_in * 72 / (_TITLE_PT * 0.58))
+    title_chars = int(width_in * 72 / (_TITLE_PT * 0.64))
     caption_chars = int(width_in * 72 / (_CAPTION_PT * 0.6))
     fig.suptitle(
         textwrap.fill(title, title_chars),
