@@ -172,6 +172,8 @@ def test_run_produces_report(result_dir: Path) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n", png.name
         assert mpimg.imread(png).ndim == 3
         assert base64.b64encode(data).decode()[:200] in html, f"{png.name} not embedded"
+    # run judges the timings against a goal (by default half the harm without acting).
+    assert "point of no return" in html or "probably below" in html
 
 
 @pytest.mark.slow
