@@ -165,7 +165,7 @@ class _Observed:
 
 
 def _observed(data: DecouplingData, column: str) -> _Observed:
-    """``pm.Data`` for one column: ``data_{column}`` (NaN filled with 0) and its missing mask.
+    """``pm.Data`` for one column: ``data_{column}`` (NaN filled with 0), ``missing_{column}``.
 
     Every data-dependent value of the graph is a ``pm.Data``, so one compiled
     model serves every data set of the same shape (see ``pathlock.fit``); the
@@ -174,7 +174,7 @@ def _observed(data: DecouplingData, column: str) -> _Observed:
     y = np.asarray(data[column], dtype=float)
     mask = np.isnan(y)
     values = pm.Data(f"data_{column}", np.where(mask, 0.0, y))
-    missing = pm.Data(f"data_{column}_missing", mask) if mask.any() else None
+    missing = pm.Data(f"missing_{column}", mask) if mask.any() else None
     return _Observed(values, missing)
 
 
@@ -298,7 +298,7 @@ def _log_mean_shift(spec: Spec, data: DecouplingData, sigma) -> tuple[str, Any, 
         return None
     ref = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
     # A data-dependent initial value, so a symbolic one (see _observed).
-    start = pm.Data("data_pilot_log_mean_step", float(np.log(np.mean(ref.step))))
+    start = pm.Data("pilot_log_mean_step", float(np.log(np.mean(ref.step))))
     return ("constraint_log_mean_step", 0.5 * sigma**2, start)
 
 
@@ -344,7 +344,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
     n_units, n_steps = data.n_units, data.n_steps
     exposures = None
     if spec.constraint.exposures:
-        exposures = pm.Data("data_exposures", data.array(spec.constraint.exposures))
+        exposures = pm.Data("exposures", data.array(spec.constraint.exposures))
     mean = innovation_mean(process, p, None if exposures is None else exposures[:, 1:], pt)
     mean = pt.broadcast_to(mean[..., None] if mean.ndim < 2 else mean, (n_units, n_steps - 1))
     sigma = p["sigma"]
@@ -388,7 +388,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
     else:
         ref_values = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
         ref = {
-            f: pm.Data(f"data_pilot_{f}", getattr(ref_values, f))
+            f: pm.Data(f"pilot_{f}", getattr(ref_values, f))
             for f in ("level", "innovation", "scale")
         }
         fixed_init = _is_fixed(init_prior)
@@ -603,7 +603,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
             (dims.SIGNAL,),
             (),
             hier="feedback_b" in hier,
-            initval=pm.Data("data_pilot_feedback_b", feedback_pilot(spec, data)),
+            initval=pm.Data("pilot_feedback_b", feedback_pilot(spec, data)),
         )
         fb_sigma = fb_df = fb_alpha = None
         sig_dims = (dims.SIGNAL, dims.REGIME) if spec.regimes.feedback_noise else (dims.SIGNAL,)
@@ -726,7 +726,7 @@ def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
         rr,
         (),
         hier="hazard_intercept" in hier,
-        initval=pm.Data("data_pilot_hazard_intercept", start),
+        initval=pm.Data("pilot_hazard_intercept", start),
     )
     g1 = None
     if spec.regimes.hazard_on_constraint:
@@ -734,7 +734,7 @@ def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
     eta = cov = None
     if spec.regimes.covariates:
         eta = _param(spec, "hazard_eta", (*rr, dims.EXOG), (), hier=False)
-        cov = pm.Data("data_covariates", data.array(spec.regimes.covariates))
+        cov = pm.Data("transition_covariates", data.array(spec.regimes.covariates))
     lagged = pt.concatenate([constraint[:, :1], constraint[:, :-1]], axis=1)
     logits = hazard_logits(g0, g1, lagged, eta, cov)
     logits = pt.specify_shape(logits, (n_units, data.n_steps, k, k))
