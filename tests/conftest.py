@@ -12,3 +12,16 @@ SEED = 20261127
 def rng() -> np.random.Generator:
     """A fresh generator with a fixed seed, so every test is reproducible on its own."""
     return np.random.default_rng(SEED)
+
+
+@pytest.fixture
+def compilations(monkeypatch):
+    """An empty compiled-model cache, and the models ``pathlock.fit`` compiles during the test."""
+    import importlib
+
+    fit_module = importlib.import_module("pathlock.fit")
+    monkeypatch.setattr(fit_module, "_COMPILED", type(fit_module._COMPILED)())
+    compiled = []
+    real = fit_module._compile
+    monkeypatch.setattr(fit_module, "_compile", lambda built: compiled.append(built) or real(built))
+    return compiled

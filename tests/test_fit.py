@@ -207,15 +207,12 @@ def _toy_series(seed, mean, start):
     return pd.DataFrame({"y": mean + rng.normal(size=40)}, index=index)
 
 
-def test_compiled_model_is_reused_for_new_data(monkeypatch):
+def test_compiled_model_is_reused_for_new_data(compilations):
     """Same spec and shapes: one compilation, and the reused model samples exactly
     what a fresh compilation samples (same seed, bit for bit), with the new data's
     labels and posterior; earlier fits keep their own data."""
     fit_module = importlib.import_module("pathlock.fit")
-    monkeypatch.setattr(fit_module, "_COMPILED", type(fit_module._COMPILED)())
-    compiled = []
-    real = fit_module._compile
-    monkeypatch.setattr(fit_module, "_compile", lambda m: compiled.append(m) or real(m))
+    compiled = compilations
     kw = {"draws": 100, "tune": 100, "chains": 2, "seed": 7, "check": False}
     first = fit(SharedToySpec(), _toy_series(1, -3.0, "2001-01-01"), **kw)
     second_data = _toy_series(2, 4.0, "2010-06-01")
@@ -236,12 +233,8 @@ def test_compiled_model_is_reused_for_new_data(monkeypatch):
     )
 
 
-def test_compiled_model_is_not_reused_across_specs_or_shapes(monkeypatch):
-    fit_module = importlib.import_module("pathlock.fit")
-    monkeypatch.setattr(fit_module, "_COMPILED", type(fit_module._COMPILED)())
-    compiled = []
-    real = fit_module._compile
-    monkeypatch.setattr(fit_module, "_compile", lambda m: compiled.append(m) or real(m))
+def test_compiled_model_is_not_reused_across_specs_or_shapes(compilations):
+    compiled = compilations
     kw = {"draws": 20, "tune": 20, "chains": 1, "seed": 7, "check": False}
     data = _toy_series(1, 0.0, "2001-01-01")
     fit(SharedToySpec(), data, **kw)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -25,20 +24,15 @@ def _load(name: str):
 
 
 @pytest.mark.slow
-def test_sbc_small_run(monkeypatch):
+def test_sbc_small_run(compilations):
     """Three SBC simulations end to end: every scalar gets a rank per simulation,
     within [0, n_draws], and every statistic is a probability.  (Calibration
     itself needs the full 100-simulation run; three cannot test uniformity.)
     The decoupling model is compiled once for all three: every data-dependent
     value of its graph is data, so the compiled model is reused."""
-    fit_module = importlib.import_module("pathlock.fit")
-    monkeypatch.setattr(fit_module, "_COMPILED", type(fit_module._COMPILED)())
-    compiled = []
-    real = fit_module._compile
-    monkeypatch.setattr(fit_module, "_compile", lambda m: compiled.append(m) or real(m))
     sbc = _load("sbc")
     res = sbc.run_sbc(3, 40, draws=60, tune=100, chains=1, thin_to=19, bins=4, seed=5)
-    assert len(compiled) == 1
+    assert len(compilations) == 1
     assert res.n_draws == 19
     for name in sbc.SCALARS:
         r = res.ranks[name]
