@@ -309,8 +309,9 @@ def _indicator_information(
     total = 0.0
     for j, series in enumerate(spec.indicators):
         y = obs[series.column]
-        seen = 1.0 if y.missing is None else 1.0 - y.missing
-        frac = pt.mean(pt.ones_like(y.values) * seen, axis=1)
+        seen = pt.ones_like(y.values) if y.missing is None else 1.0 - y.missing
+        n_seen = seen.sum(axis=1)
+        frac = n_seen / y.values.shape[1]
         lj = lam[..., j]
         if series.family == "normal":
             info = lj**2 / ind_sigma[..., j] ** 2
@@ -318,7 +319,6 @@ def _indicator_information(
             df = ind_df[..., j]
             info = lj**2 / ind_sigma[..., j] ** 2 * (df + 1.0) / (df + 3.0)
         else:
-            n_seen = pt.sum(pt.ones_like(y.values) * seen, axis=1)
             m = pt.switch(n_seen > 0, (y.values * seen).sum(axis=1) / pt.maximum(n_seen, 1), 1.0)
             m = m + 0.5
             info = lj**2 * m

@@ -90,16 +90,13 @@ def log_density(
     masked with ``switch``, so neither the value nor the gradient sees a NaN.
     """
     _check(family)
-    if isinstance(observed, pt.Variable):
-        logp = pm.logp(_dist(family, eta, params), observed)
-        return logp if missing is None else pt.switch(missing, 0.0, logp)
-    y = np.asarray(observed, dtype=float)
-    mask = np.isnan(y)
-    filled = np.where(mask, 0.0, y)
-    logp = pm.logp(_dist(family, eta, params), filled)
-    if not mask.any():
-        return logp
-    return pt.switch(pt.as_tensor_variable(mask), 0.0, logp)
+    if not isinstance(observed, pt.Variable):
+        y = np.asarray(observed, dtype=float)
+        mask = np.isnan(y)
+        observed = np.where(mask, 0.0, y)
+        missing = pt.as_tensor_variable(mask) if mask.any() else None
+    logp = pm.logp(_dist(family, eta, params), observed)
+    return logp if missing is None else pt.switch(missing, 0.0, logp)
 
 
 def draw(
