@@ -270,6 +270,20 @@ def report(
     return rows
 
 
+def _dataset_line(r: dict[str, Any]) -> str:
+    extra = ""
+    if "model_detect" in r:
+        extra += f" detect {r['model_detect']}/{r['rule_detect']}"
+    if "loo_best" in r:
+        extra += f" loo {r['loo_best']} ({r['loo_diff']:.1f})"
+        extra += f" lfo {r['lfo_best']} ({r['lfo_diff']:.1f}, refits {r['lfo_refits']})"
+    return (
+        f"  {r['kind']:<11} {r['seed']} tau {r['tau']:>3} median {r['median']:>3} "
+        f"hdi {r['hdi']} p_end {r['p_decoupled_end']:.2f} "
+        f"div {r['divergences']} {r['seconds']:.0f} s{extra}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ci", action="store_true", help="small CI version")
@@ -332,11 +346,18 @@ def main() -> None:
     ]
     # Longest tasks first so the pool drains evenly.
     tasks.sort(key=lambda t: not t["compare"])
+    # Each dataset's line is printed as it finishes: the full study runs for hours.
+    print("per dataset: kind seed tau median hdi p_end [model_detect rule_detect] [loo lfo]")
+    results = []
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(run_task, tasks))
+            for r in pool.map(run_task, tasks):
+                results.append(r)
+                print(_dataset_line(r), flush=True)
     else:
-        results = [run_task(t) for t in tasks]
+        for t in tasks:
+            results.append(run_task(t))
+            print(_dataset_line(results[-1]), flush=True)
 
     rows = report(results, args)
     print(
@@ -354,19 +375,6 @@ def main() -> None:
         f"\n{len(results)} datasets, {divs} divergent transitions in all ratchet fits, "
         f"{time.perf_counter() - t0:.0f} s wall"
     )
-    print("per dataset: kind seed tau median hdi p_end [model_detect rule_detect] [loo lfo]")
-    for r in results:
-        extra = ""
-        if "model_detect" in r:
-            extra += f" detect {r['model_detect']}/{r['rule_detect']}"
-        if "loo_best" in r:
-            extra += f" loo {r['loo_best']} ({r['loo_diff']:.1f})"
-            extra += f" lfo {r['lfo_best']} ({r['lfo_diff']:.1f}, refits {r['lfo_refits']})"
-        print(
-            f"  {r['kind']:<11} {r['seed']} tau {r['tau']:>3} median {r['median']:>3} "
-            f"hdi {r['hdi']} "
-            f"p_end {r['p_decoupled_end']:.2f}{extra}"
-        )
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=1))
 

@@ -66,6 +66,24 @@ class SBCResult:
     seconds: float
 
 
+def rank_statistics(
+    ranks: NDArray[np.int64], n_draws: int, bins: int, rng: np.random.Generator
+) -> tuple[float, float, float]:
+    """Uniformity statistics of SBC ranks in ``0..n_draws``.
+
+    Returns the chi-square p-value of ``bins`` equal-width bins, the KS
+    p-value of the ranks jittered within their cell and normalised to (0, 1)
+    (the jitter makes the discrete ranks continuous, as the KS test assumes),
+    and the mean normalised rank.
+    """
+    r = np.asarray(ranks)
+    counts, _ = np.histogram(r, bins=bins, range=(0, n_draws + 1))
+    chi2_p = float(stats.chisquare(counts).pvalue)
+    jitter = (r + rng.random(r.size)) / (n_draws + 1)
+    ks_p = float(stats.kstest(jitter, "uniform").pvalue)
+    return chi2_p, ks_p, float(r.mean() / n_draws)
+
+
 def _spec():
     from pathlock.spec import SeriesSpec, Spec
 
@@ -130,11 +148,7 @@ def run_sbc(
     chi2_p, ks_p, mean_rank = {}, {}, {}
     arrays = {name: np.asarray(r) for name, r in ranks.items()}
     for name, r in arrays.items():
-        counts, _ = np.histogram(r, bins=bins, range=(0, n_draws + 1))
-        chi2_p[name] = float(stats.chisquare(counts).pvalue)
-        jitter = (r + rng.random(r.size)) / (n_draws + 1)
-        ks_p[name] = float(stats.kstest(jitter, "uniform").pvalue)
-        mean_rank[name] = float(r.mean() / n_draws)
+        chi2_p[name], ks_p[name], mean_rank[name] = rank_statistics(r, n_draws, bins, rng)
     return SBCResult(
         arrays, n_draws, divergent_fits, chi2_p, ks_p, mean_rank, time.perf_counter() - t0
     )
