@@ -60,12 +60,20 @@ def test_sbc_rank_statistics_separate_uniform_from_biased_ranks():
     assert abs(mean_rank - 0.25) < 0.05
 
 
-def _acceptance_args(**overrides):
-    import argparse
-
-    args = argparse.Namespace(steps=120)
-    vars(args).update(overrides)
-    return args
+def _study_result(kind: str, seed: int, **fields) -> dict:
+    """One dataset's record as ``run_task`` returns it: a dataset that never
+    decoupled and a clean fit, unless ``fields`` say otherwise."""
+    record = {
+        "kind": kind,
+        "seed": seed,
+        "tau": 120,
+        "median": 120,
+        "hdi": [120, 120],
+        "p_decoupled_end": 0.0,
+        "divergences": 0,
+        "seconds": 1.0,
+    }
+    return record | fields
 
 
 def test_analysis_acceptance_table_applies_the_issue_targets():
@@ -73,64 +81,49 @@ def test_analysis_acceptance_table_applies_the_issue_targets():
     exactly the rows whose targets hold: 18 of 20 near, 16 of 20 covered,
     9 of 10 null fits below 0.2, 8 of 10 comparisons each way, and the model's
     median detection delay below the feedback rule's."""
+    import argparse
+
     acc = _load("analysis_acceptance")
+    args = argparse.Namespace(steps=120)
 
     def dec(i, median, hdi, model, rule):
-        return {
-            "kind": "decoupling",
-            "seed": i,
-            "tau": 50,
-            "median": median,
-            "hdi": hdi,
-            "p_decoupled_end": 1.0,
-            "model_detect": model,
-            "rule_detect": rule,
-            "divergences": 0,
-            "seconds": 1.0,
-        }
+        return _study_result(
+            "decoupling",
+            i,
+            tau=50,
+            median=median,
+            hdi=hdi,
+            p_decoupled_end=1.0,
+            model_detect=model,
+            rule_detect=rule,
+        )
 
     good = [dec(i, 51, [47, 55], 52, 60) for i in range(18)]
     off = [dec(18 + i, 60, [58, 62], 62, 61) for i in range(2)]
     null = [
-        {
-            "kind": "null",
-            "seed": 100 + i,
-            "tau": 120,
-            "median": 120,
-            "hdi": [120, 120],
-            "p_decoupled_end": 0.05 if i < 8 else 0.3,
-            "divergences": 0,
-            "seconds": 1.0,
-        }
-        for i in range(10)
+        _study_result("null", 100 + i, p_decoupled_end=0.05 if i < 8 else 0.3) for i in range(10)
     ]
-    rows = {name: ok for name, _, _, ok in acc.report(good + off + null, _acceptance_args())}
+    rows = {name: ok for name, _, _, ok in acc.report(good + off + null, args)}
     assert rows["median within 3 steps of truth"]  # 18/20
     assert rows["90% HDI covers truth"]  # 18/20
     assert not rows["no decoupling: P(decoupled by end) < 0.2"]  # 8/10
     assert rows["model detects earlier in the median"]  # +2 against +10
     late = [dec(i, 51, [47, 55], 70, 55) for i in range(20)]
-    rows = {name: ok for name, _, _, ok in acc.report(late, _acceptance_args())}
+    rows = {name: ok for name, _, _, ok in acc.report(late, args)}
     assert not rows["model detects earlier in the median"]
     rw = [
-        {
-            "kind": "random_walk",
-            "seed": 200 + i,
-            "tau": 120,
-            "median": 120,
-            "hdi": [120, 120],
-            "p_decoupled_end": 0.0,
-            "divergences": 0,
-            "seconds": 1.0,
-            "loo_best": "random_walk" if i < 8 else "ratchet",
-            "loo_diff": -2.0,
-            "lfo_best": "random_walk" if i < 7 else "ratchet",
-            "lfo_diff": -1.0,
-            "lfo_refits": {"ratchet": 1, "random_walk": 0},
-        }
+        _study_result(
+            "random_walk",
+            200 + i,
+            loo_best="random_walk" if i < 8 else "ratchet",
+            loo_diff=-2.0,
+            lfo_best="random_walk" if i < 7 else "ratchet",
+            lfo_diff=-1.0,
+            lfo_refits={"ratchet": 1, "random_walk": 0},
+        )
         for i in range(10)
     ]
-    rows = {name: ok for name, _, _, ok in acc.report(rw, _acceptance_args())}
+    rows = {name: ok for name, _, _, ok in acc.report(rw, args)}
     assert rows["LOO picks random_walk when it generated the data"]  # 8/10
     assert not rows["LFO picks random_walk when it generated the data"]  # 7/10
     lines = [acc._dataset_line(r) for r in good[:1] + null[:1] + rw[:1]]
