@@ -490,3 +490,31 @@ def test_report_of_a_multi_unit_fit(panel_fit, tmp_path: Path) -> None:
     assert [ax.get_title(loc="left").split(":")[0] for ax in fan.axes if ax.get_visible()] == [
         f"unit = {u}" for u in units
     ]
+
+
+@pytest.mark.slow
+def test_summary_leaves_out_move_logits_outside_the_likelihood(one_unit_fit) -> None:
+    # Absorbing two-regime model: only tracking -> decoupled enters the likelihood; the
+    # diagonal and the absorbing row are prior draws and must not reach the table or panel.
+    table = one_unit_fit.summary()
+    hazard = sorted(i for i in table.index if i.startswith("hazard_"))
+    assert hazard == ["hazard_intercept[tracking, decoupled]", "hazard_slope[tracking, decoupled]"]
+    assert one_unit_fit.idata.posterior["hazard_intercept"].shape[-2:] == (2, 2)
+    assert "feedback_b[feedback]" in table.index
+
+
+def test_first_date_tick_carries_its_year() -> None:
+    # Weekly data from January 2023: the concise formatter alone would label the first
+    # visible tick "Jul" and name no year until 2024.
+    times = pd.date_range("2023-01-02", periods=120, freq="W-MON")
+    p = np.clip(np.linspace(-1, 2, times.size), 0, 1)
+    probs = xr.DataArray(
+        np.stack([1 - p, p], -1)[None],
+        dims=("unit", "time", "regime"),
+        coords={"unit": [0], "time": times, "regime": ["tracking", "decoupled"]},
+    )
+    fig = plots.regime_ribbon(probs)
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks[0] == "Jul\n2023", ticks
+    assert ticks[1] == "2024", ticks

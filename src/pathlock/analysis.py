@@ -773,7 +773,10 @@ def summary(
     DataFrame
         :func:`arviz.summary`'s table (one row per scalar parameter) with
         ``attrs["divergences"]``, ``attrs["n_samples"]``, ``attrs["divergence_rate"]``
-        and ``attrs["max_r_hat"]``.
+        and ``attrs["max_r_hat"]``.  Entries of the move logits (``hazard_*``)
+        that never enter the likelihood are left out: the diagonal (moves are
+        relative to staying) and an absorbing regime's row; the posterior
+        keeps them, drawn from their priors.
     """
     import arviz as az
 
@@ -801,6 +804,9 @@ def summary(
             ci_kind=ci_kind,
             round_to=round_to,
         )
+    unused = _unused_move_entries(fit, var_names)
+    if unused:
+        table = table.drop(index=[label for label in unused if label in table.index])
     diverging = fit.idata["sample_stats"]["diverging"]
     table.attrs["divergences"] = int(diverging.sum())
     table.attrs["n_samples"] = int(diverging.size)
@@ -808,6 +814,35 @@ def summary(
     if "r_hat" in table:
         table.attrs["max_r_hat"] = float(pd.to_numeric(table["r_hat"], errors="coerce").max())
     return table
+
+
+def _unused_move_entries(fit: Fit, var_names: Sequence[str]) -> list[str]:
+    """Summary labels of move-logit entries (``hazard_*``) that never enter the likelihood.
+
+    Move logits are relative to staying, so the diagonal is unused, and an
+    absorbing regime's row is pinned; those entries are sampled from their
+    priors only and would otherwise fill the table with prior draws.
+    """
+    regimes = getattr(fit.spec, "regimes", None)
+    if regimes is None:
+        return []
+    post = fit.idata.posterior
+    labels: list[str] = []
+    for name in var_names:
+        var = post[name]
+        if not str(name).startswith("hazard_") or not {
+            dims.REGIME_FROM,
+            dims.REGIME_TO,
+        } <= set(var.dims):
+            continue
+        last = str(var[dims.REGIME_FROM].values[-1])
+        other = [d for d in var.dims if d not in dims.SAMPLE_DIMS]
+        for index in np.ndindex(*(var.sizes[d] for d in other)):
+            coord = {d: str(var[d].values[i]) for d, i in zip(other, index, strict=True)}
+            i, j = coord[dims.REGIME_FROM], coord[dims.REGIME_TO]
+            if i == j or (regimes.structure == "absorbing" and i == last):
+                labels.append(f"{name}[{', '.join(coord[d] for d in other)}]")
+    return labels
 
 
 def _is_latent_path(var: xr.DataArray, n_steps: int) -> bool:

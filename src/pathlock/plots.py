@@ -178,11 +178,33 @@ def _pct(prob: float) -> str:
     return f"{round(100 * prob):d}%"
 
 
+class _DatedFromStartFormatter(mdates.ConciseDateFormatter):
+    """Concise date labels whose first visible tick always carries its year.
+
+    The concise formatter writes the year only at year boundaries (or in the
+    offset, for a span inside one year), so a series starting after January
+    would show "Jul" with no year until the next January.
+    """
+
+    def format_ticks(self, values: Sequence[float]) -> list[str]:
+        labels = list(super().format_ticks(values))
+        if self.axis is None or not labels:
+            return labels
+        lo, hi = sorted(self.axis.get_view_interval())
+        inside = [i for i, v in enumerate(values) if lo <= v <= hi]
+        if inside:
+            first = inside[0]
+            year = str(mdates.num2date(values[first]).year)
+            if year not in labels[first] and year not in self.get_offset():
+                labels[first] = f"{labels[first]}\n{year}"
+        return labels
+
+
 def _style_time_axis(ax: Axes, times: np.ndarray, name: str) -> None:
     if _is_datetime(times):
         locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
         ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        ax.xaxis.set_major_formatter(_DatedFromStartFormatter(locator))
     ax.set_xlabel(name)
 
 
