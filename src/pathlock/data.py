@@ -826,6 +826,14 @@ def prepare_for_spec(spec: Spec, data: Any) -> DecouplingData:
     for col in dict.fromkeys(driving):
         values[col] = _fill(values[col], col, roles[col], opts.fill, obj)
 
+    held = spec.regimes.known_tracking
+    if held and held >= obj.n_steps:
+        raise DataError(
+            f"regimes.known_tracking = {held} holds every unit in the tracking regime for the "
+            f"first {held} time steps, but the data have {obj.n_steps}; a move needs at "
+            "least one step after them"
+        )
+
     for col, role in roles.items():
         empty = np.isnan(values[col]).all(axis=1)
         if empty.any():

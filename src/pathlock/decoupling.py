@@ -32,6 +32,7 @@ from pathlock.observations import log_density
 from pathlock.processes import PROCESSES, innovation_mean, linear_recurrence, path
 from pathlock.regimes import (
     hazard_logits,
+    hold_tracking,
     log_init_first,
     log_init_free,
     log_trans_constant,
@@ -714,7 +715,8 @@ def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
             )
         else:
             rows = _rv("trans_p", prior, (dims.REGIME_FROM, dims.REGIME_TO))
-        return log_init, log_trans_constant(rows, k, structure)
+        log_trans = log_trans_constant(rows, k, structure)
+        return log_init, hold_tracking(log_trans, data.n_steps, spec.regimes.known_tracking)
     rr = (dims.REGIME_FROM, dims.REGIME_TO)
     # Started where a move is expected about once over the series, not at the
     # prior's centre: at -3 (a move every ~20 steps) a chain can lock in to an
@@ -738,7 +740,8 @@ def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
     lagged = pt.concatenate([constraint[:, :1], constraint[:, :-1]], axis=1)
     logits = hazard_logits(g0, g1, lagged, eta, cov)
     logits = pt.specify_shape(logits, (n_units, data.n_steps, k, k))
-    return log_init, log_trans_hazard(logits, structure)
+    log_trans = log_trans_hazard(logits, structure)
+    return log_init, hold_tracking(log_trans, data.n_steps, spec.regimes.known_tracking)
 
 
 def spec_rv(spec: Spec, name: str, model_dims: tuple[str, ...]) -> pt.TensorVariable:

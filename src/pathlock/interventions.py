@@ -34,7 +34,7 @@ import pandas as pd
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
-from pathlock import dims, processes
+from pathlock import dims, processes, regimes
 from pathlock.errors import InterventionError
 from pathlock.hmm import _forward_backward, _standardise
 
@@ -472,6 +472,9 @@ class Worlds:
     coords : mapping
         Labels of ``chain`` and ``draw`` (of the draws used), ``unit``,
         ``time`` (the data's), ``regime``, ``signal``, ``exposure``.
+    hold_until : int
+        No regime move at time positions before this one (the spec's
+        ``regimes.known_tracking``), in the data and in every scenario.
     """
 
     process: str
@@ -487,6 +490,7 @@ class Worlds:
     exposures: NDArray[np.float64] | None
     covariates: NDArray[np.float64] | None
     coords: Mapping[str, Any]
+    hold_until: int = 0
 
     @property
     def n_samples(self) -> int:
@@ -682,6 +686,7 @@ def simulate_scenarios(
     covariates: ArrayLike | None = None,
     absorbing: Sequence[int] = (),
     baseline_regime: ArrayLike | None = None,
+    hold_until: int = 0,
 ) -> ScenarioPaths:
     """Simulate every scenario for every draw with common random numbers.
 
@@ -711,6 +716,8 @@ def simulate_scenarios(
         with the same uniforms).  Before ``tau`` a scenario's world is the
         baseline's, so its regimes are copied rather than simulated again;
         the result is identical, only faster.
+    hold_until : int
+        No regime move at time indices below this one (``regimes.known_tracking``).
 
     Returns
     -------
@@ -800,7 +807,7 @@ def simulate_scenarios(
             moving &= ~same
         # An absorbed element never moves again: only the others need the model.
         ids = np.flatnonzero(moving)
-        if ids.size:
+        if ids.size and t >= hold_until:
             w = None if w_all is None else w_all[unit_of[ids], t]
             probs = transitions(c_tm[t - 1, ids], w, sample_of[ids], unit_of[ids])
             if haz is not None:
@@ -848,7 +855,6 @@ class HazardTransitions:
         unit: NDArray[np.int64],
     ) -> NDArray[np.float64]:
         """Return transition probabilities (n, regime, regime); see :class:`Worlds`."""
-        from pathlock import regimes
 
         def pick(a: NDArray[np.float64] | None) -> Any:
             if a is None:
@@ -1165,6 +1171,7 @@ def worlds_from_fit(
         feedback_logp=FeedbackModel(families, intercept, loading, nuisance, False),
         exposures=stack(exposure_names),
         covariates=stack(cov_names),
+        hold_until=spec.regimes.known_tracking,
         coords={
             dims.CHAIN: chains,
             dims.DRAW: draws[keep],
@@ -1546,6 +1553,7 @@ def _subsample(worlds: Worlds, n_draws: int, rng: np.random.Generator) -> Worlds
         exposures=worlds.exposures,
         covariates=worlds.covariates,
         coords={**worlds.coords, dims.DRAW: draws[keep]},
+        hold_until=worlds.hold_until,
         **callables,
     )
 
@@ -1580,6 +1588,7 @@ def _run(
     for t in range(1, n_obs):
         w = None if covariates is None else covariates[:, t]
         trans_obs[:, :, t] = _grid_transitions(worlds.transitions, worlds.constraint[..., t - 1], w)
+    trans_obs = regimes.hold_tracking_probabilities(trans_obs, worlds.hold_until)
     uniforms = np.empty((n_s, n_u, n_t))
     uniforms[..., :n_obs] = abduct_uniforms(worlds.regimes, trans_obs, rng)
     uniforms[..., n_obs:] = rng.random((n_s, n_u, horizon))
@@ -1592,6 +1601,7 @@ def _run(
         exposures=exposures,
         covariates=covariates,
         absorbing=worlds.absorbing,
+        hold_until=worlds.hold_until,
     )
 
     # The baseline world decides when data-dependent policies fire: before tau

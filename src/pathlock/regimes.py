@@ -26,6 +26,8 @@ __all__ = [
     "log_trans_hazard",
     "hazard_logits",
     "transition_probabilities",
+    "hold_tracking",
+    "hold_tracking_probabilities",
 ]
 
 Structure = Literal["free", "sticky", "absorbing"]
@@ -148,3 +150,29 @@ def transition_probabilities(logits: ArrayLike, structure: Structure) -> NDArray
     z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(axis=-1, keepdims=True)
+
+
+def hold_tracking(log_trans: Any, n_steps: int, n_held: int) -> pt.TensorVariable:
+    """``log_trans`` (unit or 1, time, regime, regime) with no move before ``n_held``.
+
+    Steps ``t < n_held`` get the identity (``log 1`` staying, ``-inf``
+    constants elsewhere), so with every unit starting in the first regime the
+    held steps stay there; later steps are unchanged.  A constant
+    ``log_trans`` (time axis 1) is broadcast over the ``n_steps`` steps.
+    """
+    log_trans = pt.as_tensor_variable(log_trans)
+    if n_held <= 0:
+        return log_trans
+    k = int(log_trans.type.shape[-1])
+    stay = np.where(np.eye(k) > 0, 0.0, -np.inf)
+    held = (np.arange(n_steps) < n_held)[None, :, None, None]
+    return pt.switch(held, stay[None, None], log_trans)
+
+
+def hold_tracking_probabilities(probabilities: ArrayLike, n_held: int) -> NDArray[np.float64]:
+    """NumPy twin of :func:`hold_tracking` on probabilities (..., time, regime, regime)."""
+    p = np.array(probabilities, dtype=float)
+    if n_held > 0:
+        k = p.shape[-1]
+        p[..., :n_held, :, :] = np.eye(k)
+    return p

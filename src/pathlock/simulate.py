@@ -22,7 +22,11 @@ from pathlock import dims
 from pathlock.errors import SpecError
 from pathlock.observations import draw
 from pathlock.processes import PROCESSES, simulate_paths
-from pathlock.regimes import hazard_logits, transition_probabilities
+from pathlock.regimes import (
+    hazard_logits,
+    hold_tracking_probabilities,
+    transition_probabilities,
+)
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -313,10 +317,10 @@ def simulate(
     proc_params = {
         "mu": per_unit(p["constraint_mu"]).reshape(n_units),
         "sigma": np.broadcast_to(p["constraint_sigma"], (n_units,)),
-        "baseline": p["constraint_init"],
+        "known_tracking": p["constraint_init"],
     }
     for extra in PROCESSES[process].parameters:
-        if extra != "baseline":
+        if extra != "known_tracking":
             proc_params[extra] = np.broadcast_to(p[f"constraint_{extra}"], (n_units,))
     if spec.constraint.exposures:
         beta = np.asarray(p["constraint_beta"], dtype=float)
@@ -364,6 +368,7 @@ def simulate(
         else:
             rows = np.asarray(p["trans_p"], dtype=float)
             probs = np.broadcast_to(rows, (n_units, n_steps, k, k))
+        probs = hold_tracking_probabilities(probs, spec.regimes.known_tracking)
         u = rng.random((n_units, n_steps))
         for t in range(1, n_steps):
             row = probs[np.arange(n_units), t, regimes[:, t - 1]]

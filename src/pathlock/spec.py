@@ -677,6 +677,14 @@ class RegimeSpec:
         Feedback intercepts ``feedback_a`` differ by regime.
     feedback_noise : bool
         Feedback noise scales ``feedback_sigma`` differ by regime.
+    known_tracking : int
+        Number of leading time steps in which every unit is known to be in the
+        tracking regime (a calibration period in which the feedback is trusted):
+        no move is possible before time position ``known_tracking``.  It identifies
+        the tracking loading ``feedback_b`` from at least that many steps, which
+        rules out the near-equivalent reading "decoupled from the first few
+        steps on, with a loading that still tracks".  Needs ``initial =
+        "first"``; 0 (default) assumes nothing.
     """
 
     names: tuple[str, ...] = ("tracking", "decoupled")
@@ -688,6 +696,7 @@ class RegimeSpec:
     ordered_loadings: bool = True
     feedback_intercepts: bool = True
     feedback_noise: bool = False
+    known_tracking: int = 0
 
     _KEYS = (
         "names",
@@ -699,6 +708,7 @@ class RegimeSpec:
         "ordered_loadings",
         "feedback_intercepts",
         "feedback_noise",
+        "known_tracking",
     )
 
     def __post_init__(self) -> None:
@@ -717,6 +727,20 @@ class RegimeSpec:
                 f"regimes.names uses {dup!r} twice; regime names must be unique "
                 f"(found {list(self.names)})"
             )
+        held = self.known_tracking
+        if not isinstance(held, int | np.integer) or isinstance(held, bool):
+            raise SpecError(
+                "regimes.known_tracking must be an integer number of time steps; found "
+                f"{_type_name(held)} {held!r}"
+            )
+        if held < 0:
+            raise SpecError(f"regimes.known_tracking must be >= 0; found {held}")
+        if held > 0 and self.initial != "first":
+            raise SpecError(
+                f"regimes.known_tracking = {held} puts the first steps in the tracking regime, "
+                f"so it needs regimes.initial = 'first'; found {self.initial!r}"
+            )
+        object.__setattr__(self, "known_tracking", int(self.known_tracking))
         for name, prior in self.loading.items():
             key = f"regimes.loading.{name}"
             if name == self.names[0]:
@@ -749,6 +773,7 @@ class RegimeSpec:
             ordered_loadings=t.flag("ordered_loadings", True),
             feedback_intercepts=t.flag("feedback_intercepts", True),
             feedback_noise=t.flag("feedback_noise", False),
+            known_tracking=t.integer("known_tracking", 0),  # type: ignore[arg-type]
         )
 
     def _to_dict(self) -> dict[str, Any]:
@@ -761,6 +786,7 @@ class RegimeSpec:
             "ordered_loadings": self.ordered_loadings,
             "feedback_intercepts": self.feedback_intercepts,
             "feedback_noise": self.feedback_noise,
+            "known_tracking": self.known_tracking,
         }
         if self.loading:
             out["loading"] = {k: v.to_dict() for k, v in self.loading.items()}
@@ -1049,6 +1075,7 @@ class Spec:
         ordered_loadings = true
         feedback_intercepts = true
         feedback_noise = false
+        known_tracking = 0             # leading steps known to be tracking
         [regimes.loading]              # optional, per non-tracking regime
         decoupled = 0.0                # fixed value in [0, 1) or a prior table
 
