@@ -153,6 +153,27 @@ def test_datasets_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
+def test_synthetic_datasets_are_what_their_recorded_command_makes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The registry's command, rerun from the repository root, rewrites the bundled files
+    # byte for byte: the data and the ground truth say what made them.
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    synthetic = [d for d in datasets.registry().values() if d.command]
+    assert synthetic
+    for info in synthetic:
+        args = info.command.split()
+        assert args[0] == "pathlock"
+        out = tmp_path / Path(info.file).name
+        args[args.index("--out") + 1] = str(out)
+        code, _, err = run([*args[1:], "--quiet"], capsys)
+        assert code == 0, err
+        assert out.read_bytes() == datasets.path(info.name).read_bytes(), info.name
+        truth = out.with_name(f"{out.stem}_truth.csv")
+        assert truth.read_bytes() == (datasets.data_dir() / info.truth).read_bytes()
+
+
 def test_result_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["summary", str(tmp_path)], capsys)
     assert code == 2 and "fit.nc" in err

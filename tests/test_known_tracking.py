@@ -30,7 +30,8 @@ def test_known_tracking_round_trips_through_toml() -> None:
     again = pl.Spec.from_toml_string(spec.to_toml())
     assert again.regimes.known_tracking == 12
     assert again == spec
-    assert pl.Spec.from_toml(MODELS / "decoupling.toml").regimes.known_tracking == 0
+    assert pl.Spec.from_toml(MODELS / "decoupling.toml").regimes.known_tracking == 20
+    assert RegimeSpec().known_tracking == 0
 
 
 def test_known_tracking_checks_in_python() -> None:

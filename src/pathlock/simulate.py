@@ -317,10 +317,10 @@ def simulate(
     proc_params = {
         "mu": per_unit(p["constraint_mu"]).reshape(n_units),
         "sigma": np.broadcast_to(p["constraint_sigma"], (n_units,)),
-        "known_tracking": p["constraint_init"],
+        "baseline": p["constraint_init"],
     }
     for extra in PROCESSES[process].parameters:
-        if extra != "known_tracking":
+        if extra != "baseline":
             proc_params[extra] = np.broadcast_to(p[f"constraint_{extra}"], (n_units,))
     if spec.constraint.exposures:
         beta = np.asarray(p["constraint_beta"], dtype=float)
