@@ -518,3 +518,19 @@ def test_first_date_tick_carries_its_year() -> None:
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks[0] == "Jul\n2023", ticks
     assert ticks[1] == "2024", ticks
+
+
+def test_gap_opens_where_it_is_visible_not_where_it_is_1e_5() -> None:
+    # The step before a sharp switch: P(already decoupled) ~ 1e-5 gives a gap whose
+    # interval excludes zero in floating point (3e-10 to 5e-5); the gap opens a step later.
+    n = 8
+    tracked = np.linspace(0.0, 4.0, n)
+    gap = np.array([0.0, 0.0, 0.0, 0.0, 2e-5, 1.8, 1.9, 2.0])
+    low = np.array([-1e-16, -1e-16, -1e-16, -1e-16, 3e-10, 1.6, 1.7, 1.8])
+    high = np.array([1e-16, 1e-16, 1e-16, 1e-16, 5e-5, 2.0, 2.1, 2.2])
+    hidden = xr.Dataset(
+        {"if_tracking": ("time", tracked), "gap": ("time", gap)}
+        | {"gap_low": ("time", low), "gap_high": ("time", high)}
+    )
+    assert plots._first_clear_gap(hidden) == 5
+    assert plots._first_clear_gap(hidden.assign(gap_low=("time", low - 2.0))) is None

@@ -310,7 +310,7 @@ def _gap_findings(hidden: Any, fmt: Any, labels: plots.Labels, prob: float) -> l
         for unit in units:
             hu = h.sel({dims.UNIT: unit})
             gap, low, high = (float(hu[k][-1]) for k in ("gap", "gap_low", "gap_high"))
-            opened = plots._first_clear_gap(hu["gap_low"].values, hu["gap_high"].values)
+            opened = plots._first_clear_gap(hu)
             if opened is None:
                 continue
             prefix = f"{labels.unit} {unit}: " if len(units) > 1 else ""
