@@ -115,3 +115,24 @@ def test_scenarios_hold_the_known_tracking_steps() -> None:
     assert np.all(simulate_scenarios(*args, **kw).regime[0][..., 1:] == 1)
     regime = simulate_scenarios(*args, **kw, hold_until=5).regime[0]
     assert np.all(regime[..., :5] == 0) and np.all(regime[..., 5:] == 1)
+
+
+def test_constant_transitions_are_held_too() -> None:
+    base = _spec(0)
+    regimes = dataclasses.replace(
+        base.regimes, structure="sticky", hazard_on_constraint=False, known_tracking=5
+    )
+    spec = dataclasses.replace(base, regimes=regimes)
+    df, _ = pl.simulate(_spec(0), n_steps=20, seed=4)
+    built = spec.build(df)
+    model = built.model
+    (log_trans,) = model.replace_rvs_by_values([built.log_trans])
+    fn = model.compile_fn(
+        log_trans, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
+    )
+    trans = np.exp(np.asarray(fn(model.initial_point())))
+    assert trans.shape == (1, 20, 2, 2)
+    np.testing.assert_array_equal(trans[:, :5], np.broadcast_to(np.eye(2), (1, 5, 2, 2)))
+    # After the hold: the same constant sticky matrix at every step, with a chance to move.
+    np.testing.assert_allclose(trans[:, 5:], np.broadcast_to(trans[:, 5:6], (1, 15, 2, 2)))
+    assert 0 < trans[0, 5, 0, 1] < 1
