@@ -25,6 +25,17 @@ def _spec(held: int) -> pl.Spec:
     return dataclasses.replace(spec, regimes=dataclasses.replace(spec.regimes, known_tracking=held))
 
 
+def _compiled_log_trans(spec: pl.Spec, df) -> np.ndarray:
+    """The model's ``log_trans`` (unit or 1, time, regime, regime) at its initial point."""
+    built = spec.build(df)
+    model = built.model
+    (log_trans,) = model.replace_rvs_by_values([built.log_trans])
+    fn = model.compile_fn(
+        log_trans, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
+    )
+    return np.asarray(fn(model.initial_point()))
+
+
 def test_known_tracking_round_trips_through_toml() -> None:
     spec = _spec(12)
     again = pl.Spec.from_toml_string(spec.to_toml())
@@ -63,13 +74,7 @@ def test_simulator_never_moves_before_the_known_tracking_steps() -> None:
 def test_model_transitions_hold_the_known_tracking_steps() -> None:
     spec = _spec(9)
     df, _ = pl.simulate(_spec(0), n_steps=25, seed=3)
-    built = spec.build(df)
-    model = built.model
-    (log_trans,) = model.replace_rvs_by_values([built.log_trans])
-    fn = model.compile_fn(
-        log_trans, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
-    )
-    log_trans = np.asarray(fn(model.initial_point()))
+    log_trans = _compiled_log_trans(spec, df)
     assert log_trans.shape[1] == 25
     stay = np.where(np.eye(2) > 0, 0.0, -np.inf)
     np.testing.assert_array_equal(log_trans[:, :9], np.broadcast_to(stay, log_trans[:, :9].shape))
@@ -124,13 +129,7 @@ def test_constant_transitions_are_held_too() -> None:
     )
     spec = dataclasses.replace(base, regimes=regimes)
     df, _ = pl.simulate(_spec(0), n_steps=20, seed=4)
-    built = spec.build(df)
-    model = built.model
-    (log_trans,) = model.replace_rvs_by_values([built.log_trans])
-    fn = model.compile_fn(
-        log_trans, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
-    )
-    trans = np.exp(np.asarray(fn(model.initial_point())))
+    trans = np.exp(_compiled_log_trans(spec, df))
     assert trans.shape == (1, 20, 2, 2)
     np.testing.assert_array_equal(trans[:, :5], np.broadcast_to(np.eye(2), (1, 5, 2, 2)))
     # After the hold: the same constant sticky matrix at every step, with a chance to move.
