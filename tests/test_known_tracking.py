@@ -81,20 +81,10 @@ def test_model_transitions_hold_the_known_tracking_steps() -> None:
     # After the held steps the lock-in hazard is back: a finite chance of moving.
     assert np.all(np.isfinite(log_trans[:, 9:, 0, 1]))
     # The marginal likelihood changes with the hold (an early move is ruled out).
+    # At the simulator's own parameters, with a lock-in hazard high enough to matter early.
     truth = pl.simulate(_spec(0), n_steps=25, seed=3)[1]
-    point = {
-        "constraint_mu": -2.5,
-        "constraint_sigma": 0.5,
-        "indicator_sigma": [0.25],
-        "feedback_a": [[0.0, 1.0]],
-        "feedback_b": [1.0],
-        "feedback_w": [0.2],
-        "feedback_sigma": [0.3],
-        "hazard_intercept": -1.0,
-        "hazard_slope": 0.5,
-        "constraint_init": truth.constraint[:, 0],
-        "constraint": truth.constraint,
-    }
+    point = {**truth.params, "hazard_intercept": -1.0, "hazard_slope": 0.5}
+    point["constraint"] = truth.constraint
     held, free = spec.loglike(df, point), _spec(0).loglike(df, point)
     assert np.isfinite(held) and np.isfinite(free)
     assert abs(held - free) > 1e-3

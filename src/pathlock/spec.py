@@ -740,7 +740,7 @@ class RegimeSpec:
                 f"regimes.known_tracking = {held} puts the first steps in the tracking regime, "
                 f"so it needs regimes.initial = 'first'; found {self.initial!r}"
             )
-        object.__setattr__(self, "known_tracking", int(self.known_tracking))
+        object.__setattr__(self, "known_tracking", int(held))
         for name, prior in self.loading.items():
             key = f"regimes.loading.{name}"
             if name == self.names[0]:
