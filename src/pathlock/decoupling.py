@@ -21,8 +21,11 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 from numpy.typing import NDArray
+from pymc.distributions.distribution import support_point
 from pytensor.graph.replace import graph_replace
 from pytensor.graph.traversal import ancestors
+from scipy.optimize import isotonic_regression
+from scipy.special import expit
 
 from pathlock import dims
 from pathlock.build import Built
@@ -114,6 +117,36 @@ def pilot(process: str, first_indicator: NDArray[np.float64], family: str) -> Pi
     return Pilot(level, step, step, np.ones(n_units))
 
 
+def pilot_path(
+    process: str, first_indicator: NDArray[np.float64], family: str, width: int = 9
+) -> NDArray[np.float64]:
+    """Smoothed reference path from the first indicator, unit by unit: the sampler's start.
+
+    Missing values are interpolated, an irreversible process (``ratchet``) is
+    first made non-decreasing (isotonic regression), and the result is
+    smoothed by a centred moving average of ``width`` steps (edges padded with
+    the end values). A unit without observations gets zeros.
+
+    Returns
+    -------
+    ndarray (unit, time)
+    """
+    z = np.log(first_indicator + 0.5) if family in _COUNT else np.asarray(first_indicator)
+    out = np.zeros(z.shape, dtype=float)
+    times = np.arange(z.shape[1])
+    half = width // 2
+    for u in range(z.shape[0]):
+        seen = ~np.isnan(z[u])
+        if not seen.any():
+            continue
+        v = np.interp(times, times[seen], z[u, seen])
+        if not PROCESSES[process].reversible:
+            v = isotonic_regression(v).x
+        padded = np.pad(v, half, mode="edge")
+        out[u] = np.convolve(padded, np.full(2 * half + 1, 1.0 / (2 * half + 1)), mode="valid")
+    return out
+
+
 def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
     """Reference loading of each feedback signal: its slope on the first indicator.
 
@@ -188,6 +221,26 @@ def _dist(prior: Any) -> Any:
     """An unnamed PyMC distribution from a spec prior (for logp of derived quantities)."""
     cls = getattr(pm, prior.dist)
     return cls.dist(**{k: np.asarray(v, dtype=float) for k, v in prior.kwargs.items()})
+
+
+def _whitened(spec: Spec) -> bool:
+    """Whether the latent path is sampled whitened (see ``build``)."""
+    mode = spec.constraint.parameterization
+    auto = mode == "auto" and spec.constraint.process in ("ratchet", "random_walk")
+    return mode == "whitened" or auto
+
+
+def _sigma_start(spec: Spec) -> float | None:
+    """Starting ``constraint_sigma``: half its prior's support point (0.5 by default).
+
+    It is not jittered (the path's data start is computed at it), and chains
+    started at the support point itself (1.0) stalled at ``sigma`` 0.8 with
+    hundreds of divergences on the bundled demo data in two seeds of three.
+    """
+    prior = spec.prior("constraint_sigma")
+    if _is_fixed(prior) or not _whitened(spec):
+        return None
+    return 0.5 * float(support_point(_dist(prior)).eval())
 
 
 def _is_fixed(prior: Any) -> bool:
@@ -281,6 +334,82 @@ def _whitened_levels(raw, lower, upper, b_off):
     return q, -0.5 * n * pt.log(g2)
 
 
+def _bend(y, sigma, xp=pt):
+    """Map whitened step coordinates ``y`` to standard-normal innovations ``eps``.
+
+    A log-increment step ``m * exp(sigma * eps)`` grows exponentially in
+    ``eps``, so with ``eps`` whitened linearly a large step's direction is
+    ``exp(2 * sigma * eps)`` times stiffer than the whitening assumes: a
+    factor of 10 for a step two standard deviations up at ``sigma = 0.6``,
+    and the leapfrog integrator diverges there. Here
+
+        eps = log1p(sigma * s(y)) / sigma + y - s(y),   s = softplus,
+
+    is the identity for ``y << 0`` (small steps stay non-centred) and
+    ``log1p(sigma * y) / sigma`` for ``y >> 0``, where the step
+    ``m * (1 + sigma * y)`` is linear in ``y``. It is smooth and strictly
+    increasing: ``deps/dy = 1 - r(y) + r(y) / (1 + sigma * s(y))`` with ``r``
+    the logistic function, a convex combination of two positive terms.
+
+    Returns ``eps`` and ``log(deps/dy)`` elementwise; ``xp`` is ``pt`` or ``np``.
+    """
+    if xp is np:
+        sp, s = np.logaddexp(0.0, y), expit(y)
+    else:
+        sp, s = pt.softplus(y), pt.sigmoid(y)
+    eps = xp.log1p(sigma * sp) / sigma + (y - sp)
+    dfdy = (1.0 - s) + s / (1.0 + sigma * sp)
+    return eps, xp.log(dfdy)
+
+
+def _unbend(eps: NDArray[np.float64], sigma: float) -> NDArray[np.float64]:
+    """Inverse of :func:`_bend` by Newton's method.
+
+    ``eps(y)`` is increasing and concave, so Newton's iterates from either side
+    reach the root's left within one step and then climb to it monotonically.
+    """
+    eps = np.asarray(eps, dtype=float)
+    y = np.where(eps > 0, np.expm1(np.minimum(sigma * eps, 700.0)) / sigma, eps)
+    for _ in range(100):
+        value, log_d = _bend(y, sigma, np)
+        delta = (value - eps) / np.exp(log_d)
+        y = y - delta
+        if np.all(np.abs(delta) <= 1e-12 * (1.0 + np.abs(y))):
+            break
+    return y
+
+
+def _start_raw(level: NDArray[np.float64], log_inc: bool, terms: list[Any]) -> NDArray[np.float64]:
+    """``constraint_raw`` at which the whitened path follows ``level`` at the initial point.
+
+    ``terms`` are the graph's innovation mean, ``sigma``, pivot ``g2``, recurrence
+    coefficient ``r``, step scale and initial level, evaluated here at the
+    model's (unjittered) initial point; the map ``raw -> path`` is then inverted
+    step by step. Chains start on the data rather than on the prior-mean line:
+    at T = 1000 a chain started on the line settled at ``sigma`` near 1.6 with
+    the indicator noise tripled, and never left.
+    """
+    model = pm.modelcontext(None)
+    outs = model.replace_rvs_by_values(terms)
+    fn = model.compile_fn(
+        outs, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
+    )
+    mean, sigma, g2, r, scale, init = (
+        np.asarray(v, dtype=float) for v in fn(model.initial_point())
+    )
+    mean = np.broadcast_to(mean, (level.shape[0], level.shape[1] - 1))
+    init = np.broadcast_to(init, (level.shape[0],))
+    steps = np.diff(np.concatenate([init[:, None], level[:, 1:]], axis=1), axis=1)
+    if log_inc:
+        floor = 0.1 * np.maximum(steps.mean(axis=1, keepdims=True), 1e-12)
+        y = _unbend((np.log(np.maximum(steps, floor)) - mean) / sigma, float(sigma))
+    else:
+        y = (steps - mean) / sigma
+    q = scale[:, None] * np.cumsum(y, axis=1)
+    prev = np.concatenate([np.zeros((q.shape[0], 1)), q[:, :-1]], axis=1)
+    return np.sqrt(g2)[:, None] * (q - r[:, None] * prev)
+
+
 def _stationary_pivot(lower, upper):
     """Limit ``g^2`` of the Cholesky pivots of tridiag(a, -b): ``(a + sqrt(a^2 - 4b^2)) / 2``."""
     return 0.25 * (lower + upper) + 0.5 * pt.sqrt(lower * upper)
@@ -357,16 +486,27 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         eps = pm.Normal("constraint_eps", 0.0, 1.0, dims=inn_dims)
         innov = mean + sigma * eps
         constraint = path(process, init, innov, _with_baseline(p, init))
-    elif mode == "whitened" or (mode == "auto" and process in ("ratchet", "random_walk")):
-        init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
+    elif _whitened(spec):
+        first = spec.indicators[0]
+        level = pilot_path(process, data[first.column], first.family)
+        init = _param(
+            spec,
+            "constraint_init",
+            (dims.UNIT,),
+            (n_units,),
+            hier=False,
+            initval=pm.Data("pilot_constraint_init", level[:, 0]),
+        )
         n = n_steps - 1
-        raw = pm.Flat("constraint_raw", shape=(n_units, n))
+        start = pm.Data("pilot_constraint_raw", np.zeros((n_units, n)))
+        raw = pm.Flat("constraint_raw", shape=(n_units, n), initval=start)
         # Linearised, the path's deviation from its prior-mean line is the cumulative sum of
-        # d * sigma * eps (d: the typical step's derivative); whiten it against the indicators.
+        # d * sigma * y (d: the median step); whiten it against the indicators. For log
+        # increments y is bent into eps (_bend) so that the step is linear in y above the
+        # median and the linearisation's curvature bounds the true one along the whole path.
         mean_u = pt.broadcast_to(mean, (n_units, n)).mean(axis=1)
-        # rms of d exp(innovation) / d innovation: the data term's curvature is quadratic in it
         log_inc = PROCESSES[process].log_increment
-        slope = pt.exp(mean_u + sigma**2) if log_inc else pt.ones_like(mean_u)
+        slope = pt.exp(mean_u) if log_inc else pt.ones_like(mean_u)
         scale = slope * sigma
         kappa = 1.0 / scale**2
         info_u = pt.broadcast_to(info, (n_units,))
@@ -377,11 +517,17 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         coef = pt.broadcast_to((b_off / g2)[:, None], raw.shape)
         q = linear_recurrence(coef, raw / pt.sqrt(g2)[:, None])
         log_jac = -0.5 * n * pt.log(g2)
-        eps = pt.diff(pt.concatenate([pt.zeros((n_units, 1)), q], axis=1), axis=1) / scale[:, None]
+        y = pt.diff(pt.concatenate([pt.zeros((n_units, 1)), q], axis=1), axis=1) / scale[:, None]
+        if log_inc:
+            eps, log_bend = _bend(y, sigma)
+            log_jac = log_jac + log_bend.sum(axis=1)
+        else:
+            eps = y
         pm.Potential("constraint_jacobian", (log_jac - n * pt.log(scale)).sum())
         pm.Potential("constraint_eps_prior", pm.logp(pm.Normal.dist(0.0, 1.0), eps).sum())
         innov = mean + sigma * eps
         constraint = path(process, init, innov, _with_baseline(p, init))
+        start.set_value(_start_raw(level, log_inc, [mean, sigma, g2, b_off / g2, scale, init]))
     elif mode == "centered":
         init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
         innov = pm.Normal("constraint_innovation", mean, sigma, dims=inn_dims)
@@ -519,7 +665,9 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     with pm.Model(coords=coords) as model:
         # ---- constraint process parameters
         p: dict[str, Any] = {}
-        p["sigma"] = _param(spec, "constraint_sigma", (), (), hier=False)
+        p["sigma"] = _param(
+            spec, "constraint_sigma", (), (), hier=False, initval=_sigma_start(spec)
+        )
         p["mu"] = _param(
             spec,
             "constraint_mu",
@@ -656,7 +804,21 @@ def build(spec: Spec, data: DecouplingData) -> Built:
         log_emit=log_emit,
         extras={"constraint": constraint, "innovation": latent["innovation"]},
         data_shared=True,
-        unjittered=frozenset({"feedback_b", "feedback_b_pop"}),
+        unjittered=frozenset({"feedback_b", "feedback_b_pop"})
+        # The whitened path starts on the data (_start_raw) only at the unjittered
+        # growth (the log mean step; the drift of a random walk) and scale it was
+        # computed at.
+        | (
+            {
+                "constraint_sigma",
+                "constraint_log_mean_step",
+                "constraint_log_mean_step_pop",
+                "constraint_mu",
+                "constraint_mu_pop",
+            }
+            if _whitened(spec)
+            else set()
+        ),
     )
 
 
