@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from pymc.distributions.distribution import support_point
 from pytensor.graph.replace import graph_replace
 from pytensor.graph.traversal import ancestors
+from scipy.ndimage import uniform_filter1d
 from scipy.optimize import isotonic_regression
 from scipy.special import expit
 
@@ -80,6 +81,12 @@ class Pilot:
     scale: NDArray[np.float64]
 
 
+def _link_scale(values: Any, family: str) -> NDArray[np.float64]:
+    """Observations on the scale of their linear predictor: counts as ``log(y + 0.5)``."""
+    values = np.asarray(values, dtype=float)
+    return np.log(values + 0.5) if family in _COUNT else values
+
+
 def pilot(process: str, first_indicator: NDArray[np.float64], family: str) -> Pilot:
     """Reference path from the first indicator (loading 1, intercept 0), unit by unit.
 
@@ -95,7 +102,7 @@ def pilot(process: str, first_indicator: NDArray[np.float64], family: str) -> Pi
     -------
     Pilot
     """
-    z = np.log(first_indicator + 0.5) if family in _COUNT else np.asarray(first_indicator)
+    z = _link_scale(first_indicator, family)
     n_units, _n_steps = z.shape
     level = np.zeros(n_units)
     step = np.zeros(n_units)
@@ -131,10 +138,9 @@ def pilot_path(
     -------
     ndarray (unit, time)
     """
-    z = np.log(first_indicator + 0.5) if family in _COUNT else np.asarray(first_indicator)
+    z = _link_scale(first_indicator, family)
     out = np.zeros(z.shape, dtype=float)
     times = np.arange(z.shape[1])
-    half = width // 2
     for u in range(z.shape[0]):
         seen = ~np.isnan(z[u])
         if not seen.any():
@@ -142,8 +148,7 @@ def pilot_path(
         v = np.interp(times, times[seen], z[u, seen])
         if not PROCESSES[process].reversible:
             v = isotonic_regression(v).x
-        padded = np.pad(v, half, mode="edge")
-        out[u] = np.convolve(padded, np.full(2 * half + 1, 1.0 / (2 * half + 1)), mode="valid")
+        out[u] = uniform_filter1d(v, width, mode="nearest")
     return out
 
 
@@ -165,13 +170,11 @@ def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
         0 where fewer than three pairs are observed or the indicator is flat.
     """
     first = spec.indicators[0]
-    x = np.asarray(data[first.column], dtype=float)
-    x = np.log(x + 0.5) if first.family in _COUNT else x
+    x = _link_scale(data[first.column], first.family)
     half = max(2, data.n_steps // 2)
     out = np.zeros(len(spec.feedback))
     for m, series in enumerate(spec.feedback):
-        y = np.asarray(data[series.column], dtype=float)
-        y = np.log(y + 0.5) if series.family in _COUNT else y
+        y = _link_scale(data[series.column], series.family)
         xs, ys = x[:, :half], y[:, :half]
         ok = ~np.isnan(xs) & ~np.isnan(ys)
         if ok.sum() < 3:
