@@ -31,15 +31,13 @@ SCALARS = ["constraint_mu", "constraint_sigma", "indicator_sigma", "feedback_w",
 
 
 def _spec(parameterization: str):
-    """The canonical model (models/decoupling.toml), with the path's parameterisation chosen."""
-    import dataclasses
-    from pathlib import Path
+    from pathlock.spec import ConstraintSpec, SeriesSpec, Spec
 
-    from pathlock.spec import Spec
-
-    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
-    constraint = dataclasses.replace(spec.constraint, parameterization=parameterization)
-    return dataclasses.replace(spec, constraint=constraint)
+    return Spec(
+        indicators=(SeriesSpec("indicator", "indicator"),),
+        feedback=(SeriesSpec("feedback", "feedback"),),
+        constraint=ConstraintSpec(parameterization=parameterization),
+    )
 
 
 def _summary(tree, names, wall):
