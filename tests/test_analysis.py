@@ -361,6 +361,28 @@ def test_feedback_rule_detection():
         analysis.feedback_rule_detection(da, baseline=40)
 
 
+def test_feedback_rule_alarm_keeps_every_alarm():
+    """The alarm series is on wherever the feedback is 2 sd off its baseline
+    mean, off over the baseline and at missing values; it goes off again when
+    the feedback returns, which the first-detection time cannot show."""
+    y = np.tile([-1.0, 1.0], 20)
+    y[0] = 3.0  # inside the baseline: mean 0.2, sd 1.20; never an alarm itself
+    y[[25, 26, 33]] = 3.0
+    y[[30, 31]] = [np.nan, -3.0]
+    series = pd.Series(y, index=pd.date_range("2020-01-01", periods=40))
+    alarm = analysis.feedback_rule_alarm(series, baseline=20, n_sd=2.0)
+    assert alarm.dtype == bool and alarm.dims == (dims.TIME,)
+    assert np.flatnonzero(alarm.values).tolist() == [25, 26, 31, 33]
+    assert alarm.attrs["baseline"] == 20 and alarm.attrs["n_sd"] == 2.0
+    assert analysis.feedback_rule_detection(series) == series.index[25]
+    frame = pd.DataFrame({"s1": y, "s2": -y}, index=series.index)
+    both = analysis.feedback_rule_alarm(frame)
+    assert both.dims == (dims.SIGNAL, dims.TIME)
+    # The rule is two-sided: a mirrored signal alarms at the same steps.
+    np.testing.assert_array_equal(both.sel(signal="s1").values, alarm.values)
+    np.testing.assert_array_equal(both.sel(signal="s2").values, alarm.values)
+
+
 # -- hidden constraint ---------------------------------------------------------
 
 

@@ -86,7 +86,7 @@ def test_analysis_acceptance_table_applies_the_issue_targets():
     acc = _load("analysis_acceptance")
     args = argparse.Namespace(steps=120)
 
-    def dec(i, median, hdi, model, rule):
+    def dec(i, median, hdi, model, rule, model_first=None, rule_first=None):
         return _study_result(
             "decoupling",
             i,
@@ -94,8 +94,10 @@ def test_analysis_acceptance_table_applies_the_issue_targets():
             median=median,
             hdi=hdi,
             p_decoupled_end=1.0,
-            model_detect=model,
-            rule_detect=rule,
+            model_after=model,
+            rule_after=rule,
+            model_detect=model if model_first is None else model_first,
+            rule_detect=rule if rule_first is None else rule_first,
         )
 
     good = [dec(i, 51, [47, 55], 52, 60) for i in range(18)]
@@ -111,6 +113,17 @@ def test_analysis_acceptance_table_applies_the_issue_targets():
     late = [dec(i, 51, [47, 55], 70, 55) for i in range(20)]
     rows = {name: ok for name, _, _, ok in acc.report(late, args)}
     assert not rows["model detects earlier in the median"]
+    assert "no decoupling: P(decoupled by end) < 0.2" not in rows  # no null datasets run
+    # The delay counts from the decoupling: a rule that fired before it (a
+    # false alarm) and again 5 steps after is 5 steps late, not early.
+    false_alarm = [dec(i, 51, [47, 55], 52, 55, rule_first=22) for i in range(20)]
+    table = {name: (result, ok) for name, result, _, ok in acc.report(false_alarm, args)}
+    assert table["model detects earlier in the median"] == ("+2.0 < +5.0", True)
+    label = "early warning, 2-sd feedback rule: "
+    assert table[label + "datasets alarmed before the decoupling"][0] == "20/20"
+    assert table[label + "median delay to the first alarm"][0] == "-28.0"
+    assert acc.first_alarm(np.array([0, 1, 0, 0, 1], bool), start=2) == 4
+    assert acc.first_alarm(np.array([0, 1, 0, 0, 0], bool), start=2) == 5
     rw = [
         _study_result(
             "random_walk",
@@ -128,4 +141,4 @@ def test_analysis_acceptance_table_applies_the_issue_targets():
     assert not rows["LFO picks random_walk when it generated the data"]  # 7/10
     lines = [acc._dataset_line(r) for r in good[:1] + null[:1] + rw[:1]]
     assert "lfo random_walk" in lines[2]
-    assert "detect 52/60" in lines[0] and "p_end 0.05" in lines[1]
+    assert "detect 52/60 after 52/60" in lines[0] and "p_end 0.05" in lines[1]

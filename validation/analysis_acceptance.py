@@ -13,7 +13,13 @@ On data simulated from the canonical ratchet model (models/decoupling.toml), T =
 4. early warning on the decoupling datasets: delay of the filtered-probability
    rule (0.8) and of the rule "act when the feedback moves two standard
    deviations from its first-20-step mean" (target: the model's median delay
-   is smaller).
+   is smaller).  The delay is measured as in change-point detection, from the
+   true decoupling to the first alarm at or after it; alarms before it are
+   counted as false alarms on their own row.  On this DGP the feedback tracks
+   a rising constraint, so the rule fires before any decoupling (soon after
+   its 20-step baseline), falls silent when the decoupled feedback drops back towards its
+   baseline, and fires again only as the constraint keeps rising: the table
+   shows the first alarm whenever it comes too, so neither reading is hidden.
 
 Datasets are chosen by seed in order: a decoupling dataset is kept when its
 true decoupling time lies in [``--window-low``, ``--window-high``] so that
@@ -122,6 +128,12 @@ def choose_datasets(args: argparse.Namespace) -> dict[str, list[tuple[int, int]]
     return chosen
 
 
+def first_alarm(alarm: np.ndarray, start: int = 0) -> int:
+    """Index of the first alarm at or after ``start``; ``alarm.size`` when there is none."""
+    hits = np.flatnonzero(np.asarray(alarm, bool)[start:])
+    return start + int(hits[0]) if hits.size else int(np.size(alarm))
+
+
 # --------------------------------------------------------------------------
 # one dataset
 # --------------------------------------------------------------------------
@@ -152,10 +164,14 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
     if kind == "decoupling":
         ew = ratchet_fit.early_warning(0.8)
-        out["model_detect"] = int(ew.detection_index.values.ravel()[0])
         feedback = pd.Series(data["feedback"].to_numpy(float))
-        rule = analysis.feedback_rule_detection(feedback, baseline=20, n_sd=2.0)
-        out["rule_detect"] = n_steps if pd.isna(rule.item()) else int(rule.item())
+        alarms = {
+            "model": (ew.probability >= ew.threshold).values.ravel(),
+            "rule": analysis.feedback_rule_alarm(feedback, baseline=20, n_sd=2.0).values,
+        }
+        for name, alarm in alarms.items():
+            out[f"{name}_detect"] = first_alarm(alarm)
+            out[f"{name}_after"] = first_alarm(alarm, start=tau)
 
     if task["compare"]:
         rw_fit = pl.fit(make_spec("random_walk"), data, seed=seed + 1, check=False, **sample)
@@ -197,26 +213,32 @@ def report(
     cover = sum(r["hdi"][0] <= r["tau"] <= r["hdi"][1] for r in dec)
     low_p = sum(r["p_decoupled_end"] < 0.2 for r in null)
     scale = len(dec) / 20 if dec else 1.0
-    rows = [
-        (
-            "median within 3 steps of truth",
-            f"{near}/{len(dec)}",
-            f">= {int(np.ceil(18 * scale))}",
-            near >= np.ceil(18 * scale),
-        ),
-        (
-            "90% HDI covers truth",
-            f"{cover}/{len(dec)}",
-            f"{int(np.floor(16 * scale))}-{len(dec)}",
-            cover >= np.floor(16 * scale),
-        ),
-        (
-            "no decoupling: P(decoupled by end) < 0.2",
-            f"{low_p}/{len(null)}",
-            f">= {int(np.ceil(9 * len(null) / 10))}",
-            low_p >= np.ceil(9 * len(null) / 10),
-        ),
-    ]
+    rows = []
+    # A group the run left out (e.g. --n-null 0) gets no row: "0/0 PASS" would read as a result.
+    if dec:
+        rows += [
+            (
+                "median within 3 steps of truth",
+                f"{near}/{len(dec)}",
+                f">= {int(np.ceil(18 * scale))}",
+                near >= np.ceil(18 * scale),
+            ),
+            (
+                "90% HDI covers truth",
+                f"{cover}/{len(dec)}",
+                f"{int(np.floor(16 * scale))}-{len(dec)}",
+                cover >= np.floor(16 * scale),
+            ),
+        ]
+    if null:
+        rows.append(
+            (
+                "no decoupling: P(decoupled by end) < 0.2",
+                f"{low_p}/{len(null)}",
+                f">= {int(np.ceil(9 * len(null) / 10))}",
+                low_p >= np.ceil(9 * len(null) / 10),
+            )
+        )
     for method in ("loo", "lfo"):
         for dgp in ("ratchet", "random_walk"):
             group = [
@@ -237,34 +259,46 @@ def report(
                 )
             )
     if dec:
-        model = np.array([r["model_detect"] - r["tau"] for r in dec], float)
-        rule = np.array([r["rule_detect"] - r["tau"] for r in dec], float)
-        model_never = sum(r["model_detect"] >= n_steps for r in dec)
-        rule_never = sum(r["rule_detect"] >= n_steps for r in dec)
-        # A rule that never fires gets delay T - tau (censored at the end of the data).
-        m_med, r_med = float(np.median(model)), float(np.median(rule))
-        rows.append(
-            (
-                "early warning: median delay, filtered P >= 0.8",
-                f"{m_med:+.1f} ({model_never} never)",
-                "",
-                True,
-            )
-        )
-        rows.append(
-            (
-                "early warning: median delay, 2-sd feedback rule",
-                f"{r_med:+.1f} ({rule_never} never)",
-                "",
-                True,
-            )
-        )
+        # Detection delay as in change-point detection: from the true change to
+        # the first alarm at or after it; an alarm before it is a false alarm,
+        # counted on its own row.  The first alarm whenever it comes is also
+        # shown, because on this DGP the feedback rule fires on the
+        # constraint's rise before any decoupling (see the module docstring).
+        delay = {}
+        for name in ("model", "rule"):
+            after = np.array([r[f"{name}_after"] - r["tau"] for r in dec], float)
+            first = np.array([r[f"{name}_detect"] - r["tau"] for r in dec], float)
+            never = sum(r[f"{name}_after"] >= n_steps for r in dec)
+            early = sum(r[f"{name}_detect"] < r["tau"] for r in dec)
+            delay[name] = float(np.median(after))
+            label = "filtered P >= 0.8" if name == "model" else "2-sd feedback rule"
+            rows += [
+                (
+                    f"early warning, {label}: median delay to the first alarm at or after "
+                    "the decoupling",
+                    f"{delay[name]:+.1f} ({never} never)",
+                    "",
+                    True,
+                ),
+                (
+                    f"early warning, {label}: datasets alarmed before the decoupling",
+                    f"{early}/{len(dec)}",
+                    "",
+                    True,
+                ),
+                (
+                    f"early warning, {label}: median delay to the first alarm",
+                    f"{float(np.median(first)):+.1f}",
+                    "",
+                    True,
+                ),
+            ]
         rows.append(
             (
                 "model detects earlier in the median",
-                f"{m_med:+.1f} < {r_med:+.1f}",
+                f"{delay['model']:+.1f} < {delay['rule']:+.1f}",
                 "yes",
-                m_med < r_med,
+                delay["model"] < delay["rule"],
             )
         )
     return rows
@@ -274,6 +308,7 @@ def _dataset_line(r: dict[str, Any]) -> str:
     extra = ""
     if "model_detect" in r:
         extra += f" detect {r['model_detect']}/{r['rule_detect']}"
+        extra += f" after {r['model_after']}/{r['rule_after']}"
     if "loo_best" in r:
         extra += f" loo {r['loo_best']} ({r['loo_diff']:.1f})"
         extra += f" lfo {r['lfo_best']} ({r['lfo_diff']:.1f}, refits {r['lfo_refits']})"
@@ -347,7 +382,10 @@ def main() -> None:
     # Longest tasks first so the pool drains evenly.
     tasks.sort(key=lambda t: not t["compare"])
     # Each dataset's line is printed as it finishes: the full study runs for hours.
-    print("per dataset: kind seed tau median hdi p_end [model_detect rule_detect] [loo lfo]")
+    print(
+        "per dataset: kind seed tau median hdi p_end "
+        "[detect model/rule, first alarm; after: at or after tau] [loo lfo]"
+    )
     results = []
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:

@@ -40,6 +40,7 @@ __all__ = [
     "compare",
     "decoupling_time",
     "early_warning",
+    "feedback_rule_alarm",
     "feedback_rule_detection",
     "hidden_constraint",
     "lfo",
@@ -532,13 +533,13 @@ def early_warning(
     )
 
 
-def feedback_rule_detection(
+def feedback_rule_alarm(
     feedback: xr.DataArray | pd.DataFrame | pd.Series,
     *,
     baseline: int = 20,
     n_sd: float = 2.0,
 ) -> xr.DataArray:
-    """Find when the rule "act when feedback moves ``n_sd`` sds from its baseline mean" fires.
+    """Evaluate the rule "act when feedback moves ``n_sd`` sds from its baseline mean" per step.
 
     Parameters
     ----------
@@ -552,11 +553,11 @@ def feedback_rule_detection(
 
     Returns
     -------
-    DataArray
-        The first time label at or after ``baseline`` where ``|y_t - mean| >= n_sd * sd``,
-        with the other dims of ``feedback``; NaT/NaN where it never fires.
-        ``attrs["index"]`` is not set: use ``.attrs`` of the result for the
-        rule's settings.
+    DataArray of bool
+        ``|y_t - mean| >= n_sd * sd`` with the dims of ``feedback`` (``time``
+        last); False over the baseline and at missing values.  Unlike
+        :func:`feedback_rule_detection` it keeps every alarm, so a study can
+        ask when the rule fired after a known event, or how often it went quiet.
 
     Raises
     ------
@@ -585,15 +586,51 @@ def feedback_rule_detection(
     centre, scale = base.mean(dims.TIME, skipna=True), base.std(dims.TIME, skipna=True, ddof=1)
     alarm = (abs(feedback - centre) >= float(n_sd) * scale).fillna(False)
     alarm[{dims.TIME: slice(0, int(baseline))}] = False
-    alarm = alarm.transpose(..., dims.TIME)
+    return (
+        alarm.transpose(..., dims.TIME)
+        .rename("feedback_rule_alarm")
+        .assign_attrs(baseline=int(baseline), n_sd=float(n_sd), rule="baseline mean +- n_sd sd")
+    )
+
+
+def feedback_rule_detection(
+    feedback: xr.DataArray | pd.DataFrame | pd.Series,
+    *,
+    baseline: int = 20,
+    n_sd: float = 2.0,
+) -> xr.DataArray:
+    """Find when the rule "act when feedback moves ``n_sd`` sds from its baseline mean" first fires.
+
+    Parameters
+    ----------
+    feedback : DataArray with a ``time`` dim (and any others, e.g. unit, signal), or pandas
+        As for :func:`feedback_rule_alarm`.
+    baseline : int
+        Number of leading time steps that define the normal mean and standard deviation.
+    n_sd : float
+        Alarm distance from the baseline mean, in baseline standard deviations.
+
+    Returns
+    -------
+    DataArray
+        The first time label at or after ``baseline`` where the rule's alarm is
+        on, with the other dims of ``feedback``; NaT/NaN where it never fires.
+        ``attrs`` hold the rule's settings.
+
+    Raises
+    ------
+    DataError
+        No ``time`` dim, or fewer than ``baseline + 1`` time steps.
+    """
+    alarm = feedback_rule_alarm(feedback, baseline=baseline, n_sd=n_sd)
     first = _first_crossing(alarm.values)
     other = [d for d in alarm.dims if d != dims.TIME]
     return xr.DataArray(
-        _labels_at(feedback[dims.TIME].values, first),
+        _labels_at(alarm[dims.TIME].values, first),
         dims=other,
         coords={d: alarm[d].values for d in other if d in alarm.coords},
         name="detection_time",
-        attrs={"baseline": int(baseline), "n_sd": float(n_sd), "rule": "baseline mean +- n_sd sd"},
+        attrs=dict(alarm.attrs),
     )
 
 
