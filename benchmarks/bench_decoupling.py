@@ -31,13 +31,15 @@ SCALARS = ["constraint_mu", "constraint_sigma", "indicator_sigma", "feedback_w",
 
 
 def _spec(parameterization: str):
-    from pathlock.spec import ConstraintSpec, SeriesSpec, Spec
+    """The canonical model (models/decoupling.toml), with the path's parameterisation chosen."""
+    import dataclasses
+    from pathlib import Path
 
-    return Spec(
-        indicators=(SeriesSpec("indicator", "indicator"),),
-        feedback=(SeriesSpec("feedback", "feedback"),),
-        constraint=ConstraintSpec(parameterization=parameterization),
-    )
+    from pathlock.spec import Spec
+
+    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
+    constraint = dataclasses.replace(spec.constraint, parameterization=parameterization)
+    return dataclasses.replace(spec, constraint=constraint)
 
 
 def _summary(tree, names, wall):

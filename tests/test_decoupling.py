@@ -183,10 +183,10 @@ def test_whitened_path_starts_on_the_data(process):
     """At the model's initial point the whitened path follows the first indicator.
 
     T = 400 with a tenth of the indicator missing: the path's RMSE against the
-    observed indicator must be below 1.5 x the true noise (0.25), where the
-    prior-mean line the sampler used to start from (``constraint_raw = 0``) is
-    more than 3 x off. Only ``constraint_raw`` is checked: the other values are
-    the model's own starts.
+    observed indicator must be below 1.5 x the true noise (0.25). Only
+    ``constraint_raw`` is set from the data: the other values are the model's
+    own starts. Moving those at fixed ``constraint_raw`` must keep the path
+    near the data (the centring on the conditional mean, see ``build``).
     """
     spec = _spec(process, 2, "absorbing")
     df, truth = simulate(spec, None, n_steps=400, seed=3)
@@ -208,7 +208,35 @@ def test_whitened_path_starts_on_the_data(process):
 
     noise = float(np.ravel(truth.params["indicator_sigma"])[0])
     assert rmse(point) < 1.5 * noise
-    assert rmse(dict(point, constraint_raw=np.zeros_like(point["constraint_raw"]))) > 3 * noise
+    # Centred on the linearised conditional mean, the path stays on the data when the
+    # other parameters move at fixed raw. A random walk is linear, so the centring is exact
+    # up to the missing values and the moves can be large (RMSE <= 0.31 measured; whitened
+    # but uncentred: up to 161 for the drift + 0.7). The ratchet's log-increment map is
+    # not linear, so its moves are the size of a few posterior sds at T = 150 (RMSE <= 0.46
+    # measured; uncentred: 0.59 to 3.6, five of six moves above the bound).
+    if process == "random_walk":
+        bound = 1.5
+        moves = [
+            ("constraint_sigma_log__", np.log(2.0)),
+            ("constraint_sigma_log__", -np.log(2.0)),
+            ("indicator_sigma_log__", np.log(3.0)),
+            ("indicator_sigma_log__", -np.log(3.0)),
+            ("constraint_mu", 0.7),
+            ("constraint_init", 0.5),
+        ]
+    else:
+        bound = 2.5
+        moves = [
+            ("constraint_sigma_log__", 0.2),
+            ("constraint_sigma_log__", -0.2),
+            ("indicator_sigma_log__", np.log(3.0)),
+            ("indicator_sigma_log__", -np.log(3.0)),
+            ("constraint_log_mean_step", 0.1),
+            ("constraint_init", 0.5),
+        ]
+    for name, shift in moves:
+        moved = dict(point, **{name: point[name] + shift})
+        assert rmse(moved) < bound * noise, (name, shift, rmse(moved))
 
 
 def test_loglike_names_missing_parameters():

@@ -138,26 +138,33 @@ def pilot_path(
     -------
     ndarray (unit, time)
     """
+    out = _link_path(first_indicator, family)
+    for u in range(out.shape[0]):
+        if not PROCESSES[process].reversible:
+            out[u] = isotonic_regression(out[u]).x
+        out[u] = uniform_filter1d(out[u], width, mode="nearest")
+    return out
+
+
+def _link_path(first_indicator: NDArray[np.float64], family: str) -> NDArray[np.float64]:
+    """The first indicator on its link scale, missing values interpolated (zeros if none seen)."""
     z = _link_scale(first_indicator, family)
     out = np.zeros(z.shape, dtype=float)
     times = np.arange(z.shape[1])
     for u in range(z.shape[0]):
         seen = ~np.isnan(z[u])
-        if not seen.any():
-            continue
-        v = np.interp(times, times[seen], z[u, seen])
-        if not PROCESSES[process].reversible:
-            v = isotonic_regression(v).x
-        out[u] = uniform_filter1d(v, width, mode="nearest")
+        if seen.any():
+            out[u] = np.interp(times, times[seen], z[u, seen])
     return out
 
 
 def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
     """Reference loading of each feedback signal: its slope on the first indicator.
 
-    Least squares over the first half of every unit's series (pooled), where
-    the feedback still tracks if it ever did (regimes start in ``tracking``);
-    counts on the log scale.  Used only as the sampler's starting value of
+    Least squares over the steps held in ``tracking`` (``known_tracking``, when
+    at least 3), else over the first half of every unit's series (pooled),
+    where the feedback still tracks if it ever did (regimes start in
+    ``tracking``); counts on the log scale.  Used only as the sampler's starting value of
     ``feedback_b``, in every chain (it is not jittered): started anywhere
     near 0, a chain can settle in the mode where the feedback is unrelated to
     the constraint, decoupling comes early and the intercepts carry the switch
@@ -171,7 +178,10 @@ def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
     """
     first = spec.indicators[0]
     x = _link_scale(data[first.column], first.family)
-    half = max(2, data.n_steps // 2)
+    # At T = 1000 the first half was mostly decoupled: the slope came out at the
+    # decoupled loading (0.2 for 1.0) and two chains of four stayed in that mode.
+    held = spec.regimes.known_tracking
+    half = held if held >= 3 else max(2, data.n_steps // 2)
     out = np.zeros(len(spec.feedback))
     for m, series in enumerate(spec.feedback):
         y = _link_scale(data[series.column], series.family)
@@ -386,8 +396,8 @@ def _start_raw(level: NDArray[np.float64], log_inc: bool, terms: list[Any]) -> N
     """``constraint_raw`` at which the whitened path follows ``level`` at the initial point.
 
     ``terms`` are the graph's innovation mean, ``sigma``, pivot ``g2``, recurrence
-    coefficient ``r``, step scale and initial level, evaluated here at the
-    model's (unjittered) initial point; the map ``raw -> path`` is then inverted
+    coefficient ``r``, step scale, initial level and centring shift ``z``, evaluated
+    here at the model's (unjittered) initial point; the map ``raw -> path`` is then inverted
     step by step. Chains start on the data rather than on the prior-mean line:
     at T = 1000 a chain started on the line settled at ``sigma`` near 1.6 with
     the indicator noise tripled, and never left.
@@ -397,7 +407,7 @@ def _start_raw(level: NDArray[np.float64], log_inc: bool, terms: list[Any]) -> N
     fn = model.compile_fn(
         outs, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
     )
-    mean, sigma, g2, r, scale, init = (
+    mean, sigma, g2, r, scale, init, shift = (
         np.asarray(v, dtype=float) for v in fn(model.initial_point())
     )
     mean = np.broadcast_to(mean, (level.shape[0], level.shape[1] - 1))
@@ -410,7 +420,7 @@ def _start_raw(level: NDArray[np.float64], log_inc: bool, terms: list[Any]) -> N
         y = (steps - mean) / sigma
     q = scale[:, None] * np.cumsum(y, axis=1)
     prev = np.concatenate([np.zeros((q.shape[0], 1)), q[:, :-1]], axis=1)
-    return np.sqrt(g2)[:, None] * (q - r[:, None] * prev)
+    return np.sqrt(g2)[:, None] * (q - r[:, None] * prev) - shift
 
 
 def _stationary_pivot(lower, upper):
@@ -518,7 +528,27 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         # the first row (whose neighbour q_0 is fixed, as in the interior), near-exact in the last.
         g2 = _stationary_pivot(info_u, info_u + 4.0 * b_off)
         coef = pt.broadcast_to((b_off / g2)[:, None], raw.shape)
-        q = linear_recurrence(coef, raw / pt.sqrt(g2)[:, None])
+        # Centre on the linearised conditional posterior mean q_hat = (G^T G)^-1 info (y - line)
+        # as well: q = G^-1 (raw + z) with G^T z = info (y - line). In the linear-Gaussian
+        # case raw is then N(0, I) whatever the hyperparameters are, so sigma, the drift, the
+        # initial level and the indicator noise move as in their marginal posterior; with
+        # only the precision whitened, a change of sigma at fixed raw moved the whole path off
+        # the data, and at T = 1000 the chains could not move sigma at all.
+        median_step = pt.exp(mean) if log_inc else mean
+        line = init[:, None] + pt.cumsum(median_step, axis=1)
+        target = pm.Data("pilot_indicator", _link_path(data[first.column], first.family))
+        resid = (target[:, 1:] - line) * (info_u / pt.sqrt(g2))[:, None]
+        z = linear_recurrence(coef, resid[:, ::-1])[:, ::-1]
+        # G^T G is the precision P except in its last diagonal entry (g2 for info + kappa:
+        # the last level has one neighbour); the error there grows with the residual, so a
+        # drift change at fixed raw bent the path's end off the data. Sherman-Morrison with
+        # v = G^-T e_n (v_t = r^(n-t) / g) makes the centre P^-1 info (y - line) exactly.
+        r_u = b_off / g2
+        v = r_u[:, None] ** pt.arange(n - 1, -1, -1)[None, :] / pt.sqrt(g2)[:, None]
+        delta = info_u + b_off - g2
+        u_last = (1.0 - r_u ** (2 * n)) / ((1.0 - r_u**2) * g2)
+        z = z - (delta * (v * z).sum(axis=1) / (1.0 + delta * u_last))[:, None] * v
+        q = linear_recurrence(coef, (raw + z) / pt.sqrt(g2)[:, None])
         log_jac = -0.5 * n * pt.log(g2)
         y = pt.diff(pt.concatenate([pt.zeros((n_units, 1)), q], axis=1), axis=1) / scale[:, None]
         if log_inc:
@@ -530,7 +560,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         pm.Potential("constraint_eps_prior", pm.logp(pm.Normal.dist(0.0, 1.0), eps).sum())
         innov = mean + sigma * eps
         constraint = path(process, init, innov, _with_baseline(p, init))
-        start.set_value(_start_raw(level, log_inc, [mean, sigma, g2, b_off / g2, scale, init]))
+        start.set_value(_start_raw(level, log_inc, [mean, sigma, g2, b_off / g2, scale, init, z]))
     elif mode == "centered":
         init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
         innov = pm.Normal("constraint_innovation", mean, sigma, dims=inn_dims)
@@ -620,15 +650,19 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     - ``centered``: the innovations themselves (``constraint_innovation``).
     - ``whitened``: the innovations stay ``mu + sigma * eps`` with
       ``eps ~ N(0, 1)``, but NUTS samples ``constraint_raw`` (unit, time - 1),
-      a linear map of ``eps``: linearised, the path's deviation from its
-      prior-mean line is ``q = d * sigma * cumsum(eps)`` (``d`` the rms step
-      derivative, ``exp(mu + sigma^2)`` for log increments), whose
-      conditional posterior precision is tridiagonal (indicator information on
-      the diagonal, ``1 / (d sigma)^2`` on the differences); ``q = G^-1 raw``
-      with ``G`` its stationary bidiagonal Cholesky factor.  Modes the
-      indicators pin down are thereby centred on them, the others stay
-      non-centred, whatever ``sigma`` is (no funnel); the log-Jacobian is
-      ``-n/2 log g^2 - n log(d sigma)`` per unit.
+      an affine map of ``eps``: linearised, the path's deviation from its
+      median line is ``q = d * sigma * cumsum(y)`` (``d`` the median step for
+      log increments, else 1; ``y`` bent into ``eps`` by :func:`_bend` for log
+      increments), whose conditional posterior precision is tridiagonal
+      (indicator information on the diagonal, ``1 / (d sigma)^2`` on the
+      differences); ``q = G^-1 (raw + z)`` with ``G`` its stationary
+      bidiagonal Cholesky factor and ``G^T z`` the indicator information times
+      the first indicator's residual from the line, so that ``raw = 0`` is the
+      conditional posterior mean.  In the linear-Gaussian case ``raw`` is then
+      N(0, I) whatever ``sigma``, the drift, the initial level and the
+      indicator noise are (no funnel, and no coupling of those to the path);
+      the log-Jacobian is ``-n/2 log g^2 - n log(d sigma)`` per unit plus the
+      bend's.
     - ``data_centered``: levels as deviations from a pilot path read off the
       first indicator, whitened the same way (``ar1``'s latent path is linear
       in its levels, so this is exact for it up to the boundary).
