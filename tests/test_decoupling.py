@@ -239,6 +239,20 @@ def test_whitened_path_starts_on_the_data(process):
         assert rmse(moved) < bound * noise, (name, shift, rmse(moved))
 
 
+def test_fixed_initial_level_builds_without_its_starting_value():
+    """A fixed ``constraint_init`` is a constant: the whitened path is built
+    around it, and no unused ``pilot_constraint_init`` lands in constant_data."""
+    spec = _spec("ratchet", 2, "absorbing")
+    data, _ = _data(spec, 30, seed=5)
+    assert "pilot_constraint_init" in build(spec, data).model.named_vars
+    fixed = build(spec.with_priors(constraint_init=0.0), data).model
+    assert "pilot_constraint_init" not in fixed.named_vars
+    assert "constraint_init" not in {v.name for v in fixed.free_RVs}
+    point = fixed.initial_point()
+    assert np.isfinite(fixed.compile_logp(mode="FAST_COMPILE")(point))
+    assert np.all(np.isfinite(fixed.compile_dlogp(mode="FAST_COMPILE")(point)))
+
+
 def test_loglike_names_missing_parameters():
     spec = _spec("ratchet", 2, "absorbing")
     data, truth = _data(spec, 20, seed=5)

@@ -502,13 +502,16 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
     elif _whitened(spec):
         first = spec.indicators[0]
         level = pilot_path(process, data[first.column], first.family)
+        # A fixed initial level has no starting value, and an unused data variable would
+        # only sit in the fit's constant_data.
+        fixed_init = _is_fixed(spec.prior("constraint_init"))
         init = _param(
             spec,
             "constraint_init",
             (dims.UNIT,),
             (n_units,),
             hier=False,
-            initval=pm.Data("pilot_constraint_init", level[:, 0]),
+            initval=None if fixed_init else pm.Data("pilot_constraint_init", level[:, 0]),
         )
         n = n_steps - 1
         start = pm.Data("pilot_constraint_raw", np.zeros((n_units, n)))
@@ -546,7 +549,9 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         r_u = b_off / g2
         v = r_u[:, None] ** pt.arange(n - 1, -1, -1)[None, :] / pt.sqrt(g2)[:, None]
         delta = info_u + b_off - g2
-        u_last = (1.0 - r_u ** (2 * n)) / ((1.0 - r_u**2) * g2)
+        # u_last = e_n^T (G^T G)^-1 e_n = |v|^2; the closed form (1 - r^2n) / ((1 - r^2) g2)
+        # cancels to 0 / 0 as r -> 1 (an indicator with almost no information).
+        u_last = (v * v).sum(axis=1)
         z = z - (delta * (v * z).sum(axis=1) / (1.0 + delta * u_last))[:, None] * v
         q = linear_recurrence(coef, (raw + z) / pt.sqrt(g2)[:, None])
         log_jac = -0.5 * n * pt.log(g2)
