@@ -268,6 +268,7 @@ def report(
         for name in ("model", "rule"):
             after = np.array([r[f"{name}_after"] - r["tau"] for r in dec], float)
             first = np.array([r[f"{name}_detect"] - r["tau"] for r in dec], float)
+            # An alarm that never comes counts as T - tau (censored at the end of the data).
             never = sum(r[f"{name}_after"] >= n_steps for r in dec)
             early = sum(r[f"{name}_detect"] < r["tau"] for r in dec)
             delay[name] = float(np.median(after))
