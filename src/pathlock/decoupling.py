@@ -124,21 +124,27 @@ def pilot(process: str, first_indicator: NDArray[np.float64], family: str) -> Pi
     return Pilot(level, step, step, np.ones(n_units))
 
 
-def pilot_path(
-    process: str, first_indicator: NDArray[np.float64], family: str, width: int = 9
-) -> NDArray[np.float64]:
+def pilot_path(process: str, link_path: NDArray[np.float64], width: int = 9) -> NDArray[np.float64]:
     """Smoothed reference path from the first indicator, unit by unit: the sampler's start.
 
-    Missing values are interpolated, an irreversible process (``ratchet``) is
-    first made non-decreasing (isotonic regression), and the result is
-    smoothed by a centred moving average of ``width`` steps (edges padded with
-    the end values). A unit without observations gets zeros.
+    For an irreversible process (``ratchet``) the path is first made
+    non-decreasing (isotonic regression); then it is smoothed by a centred
+    moving average of ``width`` steps (edges padded with the end values).
+
+    Parameters
+    ----------
+    process : str
+    link_path : ndarray (unit, time)
+        The first indicator on its link scale, missing values interpolated and
+        zeros for a unit without observations (:func:`_link_path`).
+    width : int
+        Width of the moving average.
 
     Returns
     -------
     ndarray (unit, time)
     """
-    out = _link_path(first_indicator, family)
+    out = np.array(link_path, dtype=float)
     for u in range(out.shape[0]):
         if not PROCESSES[process].reversible:
             out[u] = isotonic_regression(out[u]).x
@@ -181,11 +187,11 @@ def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
     # At T = 1000 the first half was mostly decoupled: the slope came out at the
     # decoupled loading (0.2 for 1.0) and two chains of four stayed in that mode.
     held = spec.regimes.known_tracking
-    half = held if held >= 3 else max(2, data.n_steps // 2)
+    n_fit = held if held >= 3 else max(2, data.n_steps // 2)
     out = np.zeros(len(spec.feedback))
     for m, series in enumerate(spec.feedback):
         y = _link_scale(data[series.column], series.family)
-        xs, ys = x[:, :half], y[:, :half]
+        xs, ys = x[:, :n_fit], y[:, :n_fit]
         ok = ~np.isnan(xs) & ~np.isnan(ys)
         if ok.sum() < 3:
             continue
@@ -501,7 +507,8 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         constraint = path(process, init, innov, _with_baseline(p, init))
     elif _whitened(spec):
         first = spec.indicators[0]
-        level = pilot_path(process, data[first.column], first.family)
+        link = _link_path(data[first.column], first.family)
+        level = pilot_path(process, link)
         # A fixed initial level has no starting value, and an unused data variable would
         # only sit in the fit's constant_data.
         fixed_init = _is_fixed(spec.prior("constraint_init"))
@@ -530,7 +537,8 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         # P ~ G^T G with G lower bidiagonal, solved forward from the fixed q_0 = 0: exact in
         # the first row (whose neighbour q_0 is fixed, as in the interior), near-exact in the last.
         g2 = _stationary_pivot(info_u, info_u + 4.0 * b_off)
-        coef = pt.broadcast_to((b_off / g2)[:, None], raw.shape)
+        r_u = b_off / g2
+        coef = pt.broadcast_to(r_u[:, None], raw.shape)
         # Centre on the linearised conditional posterior mean q_hat = (G^T G)^-1 info (y - line)
         # as well: q = G^-1 (raw + z) with G^T z = info (y - line). In the linear-Gaussian
         # case raw is then N(0, I) whatever the hyperparameters are, so sigma, the drift, the
@@ -539,14 +547,13 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         # the data, and at T = 1000 the chains could not move sigma at all.
         median_step = pt.exp(mean) if log_inc else mean
         line = init[:, None] + pt.cumsum(median_step, axis=1)
-        target = pm.Data("pilot_indicator", _link_path(data[first.column], first.family))
+        target = pm.Data("pilot_indicator", link)
         resid = (target[:, 1:] - line) * (info_u / pt.sqrt(g2))[:, None]
         z = linear_recurrence(coef, resid[:, ::-1])[:, ::-1]
         # G^T G is the precision P except in its last diagonal entry (g2 for info + kappa:
         # the last level has one neighbour); the error there grows with the residual, so a
         # drift change at fixed raw bent the path's end off the data. Sherman-Morrison with
         # v = G^-T e_n (v_t = r^(n-t) / g) makes the centre P^-1 info (y - line) exactly.
-        r_u = b_off / g2
         v = r_u[:, None] ** pt.arange(n - 1, -1, -1)[None, :] / pt.sqrt(g2)[:, None]
         delta = info_u + b_off - g2
         # u_last = e_n^T (G^T G)^-1 e_n = |v|^2; the closed form (1 - r^2n) / ((1 - r^2) g2)
@@ -565,7 +572,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         pm.Potential("constraint_eps_prior", pm.logp(pm.Normal.dist(0.0, 1.0), eps).sum())
         innov = mean + sigma * eps
         constraint = path(process, init, innov, _with_baseline(p, init))
-        start.set_value(_start_raw(level, log_inc, [mean, sigma, g2, b_off / g2, scale, init, z]))
+        start.set_value(_start_raw(level, log_inc, [mean, sigma, g2, r_u, scale, init, z]))
     elif mode == "centered":
         init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
         innov = pm.Normal("constraint_innovation", mean, sigma, dims=inn_dims)
