@@ -120,12 +120,36 @@ def choose_datasets(args: argparse.Namespace) -> dict[str, list[tuple[int, int]]
         if tau == args.steps:
             chosen["null"].append((seed, tau))
         seed += 1
+    if args.compare_param:
+        # The ratchet side of the comparison gets its own datasets, from the
+        # overridden truth (any decoupling time will do: only LOO and LFO are read).
+        chosen["ratchet"] = [
+            (
+                args.seed + 30_000 + i,
+                simulate(ratchet, args.seed + 30_000 + i, args.steps, compare_truth(args))[1],
+            )
+            for i in range(args.n_compare)
+        ]
     rw = make_spec("random_walk")
     chosen["random_walk"] = [
         (args.seed + 20_000 + i, simulate(rw, args.seed + 20_000 + i, args.steps)[1])
         for i in range(args.n_compare)
     ]
     return chosen
+
+
+def compare_truth(args: argparse.Namespace) -> dict[str, float] | None:
+    """Truth of the ratchet-generated comparison datasets: the defaults, or ``--compare-param``s."""
+    if not args.compare_param:
+        return None
+    out = {}
+    for item in args.compare_param:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--compare-param: expected NAME=NUMBER, found {item!r}") from None
+    return out
 
 
 def first_alarm(alarm: np.ndarray, start: int = 0) -> int:
@@ -149,7 +173,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     sample = {k: task[k] for k in ("draws", "tune", "chains")}
     sample["cores"] = task["cores"]
     dgp = "random_walk" if kind == "random_walk" else "ratchet"
-    params = NULL_PARAMS if kind == "null" else None
+    params = NULL_PARAMS if kind == "null" else task.get("params")
     data, _ = simulate(make_spec(dgp), seed, n_steps, params)
     out: dict[str, Any] = {"kind": kind, "seed": seed, "tau": tau}
 
@@ -337,6 +361,14 @@ def main() -> None:
     parser.add_argument("--refit-draws", type=int, default=500)
     parser.add_argument("--window-low", type=int, default=30)
     parser.add_argument("--window-high", type=int, default=100)
+    parser.add_argument(
+        "--compare-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="truth of the ratchet-generated comparison datasets (repeatable); given, they are "
+        "drawn apart from the decoupling datasets",
+    )
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write per-dataset results (JSON)")
@@ -368,13 +400,24 @@ def main() -> None:
                 "kind": "decoupling",
                 "seed": seed,
                 "tau": tau,
-                "compare": i < args.n_compare,
+                "compare": i < args.n_compare and not args.compare_param,
                 **common,
             }
         )
     tasks += [
         {"kind": "null", "seed": s, "tau": tau, "compare": False, **common}
         for s, tau in chosen["null"]
+    ]
+    tasks += [
+        {
+            "kind": "ratchet",
+            "seed": s,
+            "tau": tau,
+            "compare": True,
+            "params": compare_truth(args),
+            **common,
+        }
+        for s, tau in chosen.get("ratchet", [])
     ]
     tasks += [
         {"kind": "random_walk", "seed": s, "tau": tau, "compare": True, **common}
