@@ -458,3 +458,31 @@ def test_compare_lfo(real_fits):
     assert table.attrs["method"] == "lfo"
     assert "n_refits" in table.columns
     assert np.isfinite(table["elpd"]).all()
+
+
+@pytest.mark.slow
+def test_lfo_scores_the_next_m_steps_jointly(real_fits):
+    """M-step LFO: the first origin's score is log mean_draws exp(sum of the next M one-step terms).
+
+    Right after the first refit (at ``min_observations``) no importance weights
+    are involved, so the score is computable by hand from a refit with the same
+    seed (``seed + cutoff``); a horizon that summed the wrong steps, or scored
+    them one at a time, would miss it far beyond the 1e-8 tolerance (rounding only).
+    """
+    from scipy.special import logsumexp
+
+    from pathlock.fit import fit
+
+    f = real_fits["sticky"]
+    kw = {"draws": 100, "tune": 100, "chains": 1}
+    res = analysis.lfo(f, min_observations=36, forecast_horizon=3, seed=3, **kw)
+    elpd_i = np.asarray(res.elpd_i).ravel()
+    assert elpd_i.size == 40 - 36 - 3 + 1
+    refit = fit(f.spec, analysis._mask_after(f, 36), seed=3 + 36, check=False, **kw)
+    ll = analysis._refit_predictive(f, refit).values.reshape(-1, 40)
+    joint = ll[:, 36:39].sum(axis=1)
+    assert np.isclose(elpd_i[0], logsumexp(joint) - np.log(joint.size), rtol=0, atol=1e-8)
+    table = analysis.compare(real_fits, method="lfo", min_observations=37, forecast_horizon=2, **kw)
+    assert set(table["method"]) == {"psis-lfo (2-step)"}
+    with pytest.raises(PathlockError, match="forecast_horizon must be an integer in"):
+        analysis.lfo(f, min_observations=37, forecast_horizon=4)

@@ -934,13 +934,13 @@ def compare(
     method : {"loo", "lfo"}
         ``"loo"``: Pareto-smoothed importance-sampling leave-one-out over every
         (unit, time) point of ``log_likelihood["y"]`` (:func:`arviz.loo`).
-        ``"lfo"``: one-step-ahead leave-future-out, Pareto-smoothed with refits
-        (see :func:`lfo`; ``lfo_kwargs`` go there).
+        ``"lfo"``: M-step-ahead leave-future-out (one step by default),
+        Pareto-smoothed with refits (see :func:`lfo`; ``lfo_kwargs`` go there).
     weights : {"stacking", "BB-pseudo-BMA", "pseudo-BMA"}
         How :func:`arviz.compare` weighs the models.
     **lfo_kwargs
-        ``min_observations``, ``k_threshold``, ``draws``, ``tune``, ``chains``,
-        ``seed`` for ``method="lfo"``.
+        ``min_observations``, ``forecast_horizon``, ``k_threshold``, ``draws``,
+        ``tune``, ``chains``, ``seed`` for ``method="lfo"``.
 
     Returns
     -------
@@ -975,7 +975,8 @@ def compare(
             extra[name] = int(res.n_refits)
         elpds[name] = res
     table = az.compare(elpds, method=weights, round_to="none")
-    table.insert(0, "method", "psis-loo" if method == "loo" else "psis-lfo (1-step)")
+    label = f"psis-lfo ({lfo_kwargs.get('forecast_horizon', 1)}-step)"
+    table.insert(0, "method", "psis-loo" if method == "loo" else label)
     table["n_high_k" if method == "loo" else "n_refits"] = pd.Series(extra)
     table.attrs["method"] = method
     return table
@@ -1030,6 +1031,7 @@ def lfo(
     fit: Fit,
     *,
     min_observations: int | None = None,
+    forecast_horizon: int = 1,
     k_threshold: float = 0.7,
     draws: int = 500,
     tune: int = 500,
@@ -1037,13 +1039,19 @@ def lfo(
     seed: int | None = None,
     **fit_kwargs: Any,
 ) -> Any:
-    """Approximate one-step-ahead leave-future-out cross-validation (PSIS-LFO with refits).
+    """Approximate M-step-ahead leave-future-out cross-validation (PSIS-LFO with refits).
 
     Parameters
     ----------
     fit : Fit
     min_observations : int, optional
         First forecast origin (default: half the series).
+    forecast_horizon : int
+        M: each origin ``i`` is scored on the joint density of the next M
+        observations, ``log p(y_(i+1)..y_(i+M) | y_1..i)`` (default 1, one step
+        ahead).  Processes that differ in their paths more than in their next
+        step (a ratchet against a random walk with the same drift) separate over
+        several steps, not one.
     k_threshold : float
         Pareto k above which the model is refitted at the current origin
         (Bürkner, Gabry and Vehtari recommend 0.7; 0.6 is more cautious).
@@ -1066,8 +1074,9 @@ def lfo(
     later origins ``i`` with importance ratios ``prod_{L < t <= i} p(y_t |
     y_1..t-1, theta)`` until their Pareto k exceeds ``k_threshold``, where it
     refits.  Units are scored jointly: the score of origin ``i`` is
-    ``log p(y_(i+1) | y_1..i)`` summed over units.  Each refit is a full
-    NUTS run, so this costs minutes per fit.
+    ``log p(y_(i+1)..y_(i+M) | y_1..i)`` summed over units, the product of the
+    one-step densities ``p(y_t | y_1..t-1, theta)`` averaged over the draws.
+    Each refit is a full NUTS run, so this costs minutes per fit.
     """
     import arviz as az
     from arviz_stats.loo.wrapper import SamplingWrapper
@@ -1079,6 +1088,12 @@ def lfo(
     if not 2 <= min_obs < n_steps:
         raise PathlockError(
             f"min_observations must lie in [2, {n_steps - 1}]; found {min_observations}"
+        )
+    horizon = int(forecast_horizon)
+    if horizon != forecast_horizon or not 1 <= horizon <= n_steps - min_obs:
+        raise PathlockError(
+            f"forecast_horizon must be an integer in [1, {n_steps - min_obs}] "
+            f"(steps after min_observations = {min_obs}); found {forecast_horizon!r}"
         )
 
     class _Wrapper(SamplingWrapper):
@@ -1120,7 +1135,7 @@ def lfo(
             _loglik_tree(fit, joint_units=True),
             wrapper,
             min_observations=min_obs,
-            forecast_horizon=1,
+            forecast_horizon=horizon,
             time_dim=dims.TIME,
             pointwise=True,
             var_name="y",
