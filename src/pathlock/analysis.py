@@ -1049,9 +1049,9 @@ def lfo(
     forecast_horizon : int
         M: each origin ``i`` is scored on the joint density of the next M
         observations, ``log p(y_(i+1)..y_(i+M) | y_1..i)`` (default 1, one step
-        ahead).  Processes that differ in their paths more than in their next
-        step (a ratchet against a random walk with the same drift) separate over
-        several steps, not one.
+        ahead).  Overlapping windows count one surprising step up to M times,
+        so a long horizon makes the comparison noisier, not only more
+        sensitive to the path (benchmarks/README.md, issue-4 study).
     k_threshold : float
         Pareto k above which the model is refitted at the current origin
         (Bürkner, Gabry and Vehtari recommend 0.7; 0.6 is more cautious).
