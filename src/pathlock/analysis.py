@@ -860,10 +860,14 @@ def _unused_move_entries(fit: Fit, var_names: Sequence[str]) -> list[str]:
     absorbing regime's row is pinned; those entries are sampled from their
     priors only and would otherwise fill the table with prior draws.
     """
+    from arviz_base.labels import BaseLabeller
+
     regimes = getattr(fit.spec, "regimes", None)
     if regimes is None:
         return []
     post = fit.idata.posterior
+    # az.summary names its rows with BaseLabeller (via dataset_to_dataframe).
+    labeller = BaseLabeller()
     labels: list[str] = []
     for name in var_names:
         var = post[name]
@@ -875,10 +879,11 @@ def _unused_move_entries(fit: Fit, var_names: Sequence[str]) -> list[str]:
         last = str(var[dims.REGIME_FROM].values[-1])
         other = [d for d in var.dims if d not in dims.SAMPLE_DIMS]
         for index in np.ndindex(*(var.sizes[d] for d in other)):
-            coord = {d: str(var[d].values[i]) for d, i in zip(other, index, strict=True)}
-            i, j = coord[dims.REGIME_FROM], coord[dims.REGIME_TO]
+            isel = dict(zip(other, index, strict=True))
+            sel = {d: var[d].values[i] for d, i in isel.items()}
+            i, j = str(sel[dims.REGIME_FROM]), str(sel[dims.REGIME_TO])
             if i == j or (regimes.structure == "absorbing" and i == last):
-                labels.append(f"{name}[{', '.join(coord[d] for d in other)}]")
+                labels.append(labeller.make_label_flat(str(name), sel, isel))
     return labels
 
 
