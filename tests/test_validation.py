@@ -142,3 +142,22 @@ def test_analysis_acceptance_table_applies_the_issue_targets():
     lines = [acc._dataset_line(r) for r in good[:1] + null[:1] + rw[:1]]
     assert "lfo random_walk" in lines[2]
     assert "detect 52/60 after 52/60" in lines[0] and "p_end 0.05" in lines[1]
+
+
+def test_comparison_truth_is_read_per_side():
+    """``--compare-param`` sets the ratchet side's truth and ``--compare-rw-param`` the
+    random walk's (their ``constraint_mu`` and ``constraint_sigma`` mean different
+    things); a bad value names its flag."""
+    import argparse
+
+    acc = _load("analysis_acceptance")
+    args = argparse.Namespace(
+        compare_param=["indicator_sigma=0.1", "constraint_sigma = 1.5"],
+        compare_rw_param=["indicator_sigma=0.1"],
+    )
+    assert acc.compare_truth(args) == {"indicator_sigma": 0.1, "constraint_sigma": 1.5}
+    assert acc.compare_truth(args, "random_walk") == {"indicator_sigma": 0.1}
+    assert acc.compare_truth(argparse.Namespace(compare_param=[], compare_rw_param=[])) is None
+    bad = argparse.Namespace(compare_param=[], compare_rw_param=["indicator_sigma=low"])
+    with pytest.raises(SystemExit, match="--compare-rw-param: expected NAME=NUMBER"):
+        acc.compare_truth(bad, "random_walk")

@@ -136,24 +136,32 @@ def choose_datasets(args: argparse.Namespace) -> dict[str, list[tuple[int, int]]
             for i in range(args.n_compare)
         ]
     rw = make_spec("random_walk")
+    rw_truth = compare_truth(args, "random_walk")
     chosen["random_walk"] = [
-        (args.seed + 20_000 + i, simulate(rw, args.seed + 20_000 + i, args.steps)[1])
+        (args.seed + 20_000 + i, simulate(rw, args.seed + 20_000 + i, args.steps, rw_truth)[1])
         for i in range(args.n_compare)
     ]
     return chosen
 
 
-def compare_truth(args: argparse.Namespace) -> dict[str, float] | None:
-    """Truth of the ratchet-generated comparison datasets: the defaults, or ``--compare-param``s."""
-    if not args.compare_param:
+def compare_truth(args: argparse.Namespace, side: str = "ratchet") -> dict[str, float] | None:
+    """Truth of one side's comparison datasets: the defaults, or the side's ``--compare-*param``s.
+
+    The two sides take their own values: ``constraint_mu`` and ``constraint_sigma``
+    are the log-step mean and sd of the ratchet but the drift and step sd of the
+    random walk.
+    """
+    flag = "--compare-param" if side == "ratchet" else "--compare-rw-param"
+    items = args.compare_param if side == "ratchet" else args.compare_rw_param
+    if not items:
         return None
     out = {}
-    for item in args.compare_param:
+    for item in items:
         name, _, value = item.partition("=")
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise SystemExit(f"--compare-param: expected NAME=NUMBER, found {item!r}") from None
+            raise SystemExit(f"{flag}: expected NAME=NUMBER, found {item!r}") from None
     return out
 
 
@@ -378,6 +386,13 @@ def main() -> None:
         help="truth of the ratchet-generated comparison datasets (repeatable); given, they are "
         "drawn apart from the decoupling datasets",
     )
+    parser.add_argument(
+        "--compare-rw-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="truth of the random-walk-generated comparison datasets (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write per-dataset results (JSON)")
@@ -430,7 +445,14 @@ def main() -> None:
         for s, tau in chosen.get("ratchet", [])
     ]
     tasks += [
-        {"kind": "random_walk", "seed": s, "tau": tau, "compare": True, **common}
+        {
+            "kind": "random_walk",
+            "seed": s,
+            "tau": tau,
+            "compare": True,
+            "params": compare_truth(args, "random_walk"),
+            **common,
+        }
         for s, tau in chosen["random_walk"]
     ]
     # Longest tasks first so the pool drains evenly.
@@ -457,8 +479,14 @@ def main() -> None:
         f"(tune {args.tune}), "
         f"LFO from t = {args.lfo_min}, {args.lfo_horizon}-step, "
         f"refits {args.refit_draws} draws, {args.jobs} job(s)"
-        f"{' [CI size]' if args.ci else ''}\n"
+        f"{' [CI size]' if args.ci else ''}"
     )
+    for side in ("ratchet", "random_walk"):
+        truth = compare_truth(args, side)
+        if truth:
+            values = ", ".join(f"{k} = {v:g}" for k, v in truth.items())
+            print(f"comparison data from the {side}: {values}")
+    print()
     width = max(len(r[0]) for r in rows) + 2
     print(f"{'check':<{width}}{'result':>26}{'target':>10}  ok")
     for name, result, target, ok in rows:
