@@ -319,3 +319,38 @@ def test_parameter_recovery_ratchet_t150():
 # and 2, and a cold compile cache changes nutpie's draws: "no divergences" is not
 # yet a property of the sampler, so it stays known-open (benchmarks/README.md).
 KNOWN_OPEN = frozenset({"no divergences"})
+
+
+@pytest.mark.slow
+def test_refit_draws_are_scored_on_the_paths_the_refit_sampled():
+    """Leave-future-out scores a refit's draws on the full data with the refit's own paths.
+
+    The whitened path is centred on the data its model was built for, so the
+    refit's coordinates mapped through the full data's model give other paths,
+    pulled towards observations the refit never saw.  Before the cutoff both
+    data sets are the same, so the refit's draws must score exactly as in its
+    own log-likelihood (1e-8: rounding only); the scored paths must be the
+    sampled ones.  Missing values in both series (as after the mask) keep one
+    compiled model for both fits.
+    """
+    from pathlock import analysis
+    from pathlock.fit import fit, scored_on
+
+    spec = _spec("ratchet", 2, "absorbing")
+    df, _ = simulate(spec, None, n_steps=24, seed=5)
+    df.loc[[3, 20], "indicator"] = np.nan
+    df.loc[[7, 22], "feedback"] = np.nan
+    data = from_dataframe(df, time=spec.data.time)
+    kw = {"draws": 20, "tune": 30, "chains": 1, "check": False}
+    full = fit(spec, data, seed=1, **kw)
+    cutoff = 15
+    refit = fit(spec, analysis._mask_after(full, cutoff), seed=2, **kw)
+    scored = scored_on(full, refit)
+    np.testing.assert_array_equal(
+        scored.regime_inputs().extras["constraint"].reshape(20, 1, 24),
+        refit.idata.posterior["constraint"].values.reshape(20, 1, 24),
+    )
+    ll = analysis._refit_predictive(full, refit).values.reshape(20, 24)
+    own = refit.idata["log_likelihood"]["y"].sum(dims.UNIT).values.reshape(20, 24)
+    np.testing.assert_allclose(ll[:, :cutoff], own[:, :cutoff], rtol=0, atol=1e-8)
+    assert np.isfinite(ll[:, cutoff:]).all()

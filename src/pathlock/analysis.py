@@ -1018,10 +1018,14 @@ def _mask_after(fit: Fit, cutoff: int) -> Any:
 
 
 def _refit_predictive(full: Fit, refit: Fit) -> xr.DataArray:
-    """``log p(y_t | y_1..t-1, theta)`` on the full data at the refit's draws, summed over units."""
-    from pathlock.fit import Fit as FitClass
+    """``log p(y_t | y_1..t-1, theta)`` on the full data at the refit's draws, summed over units.
 
-    scored = FitClass(idata=refit.idata, spec=full.spec, data=full.data, built=full.built)
+    ``theta`` includes the latent path as the refit sampled it: beyond the
+    cutoff, a draw from its prior given the path up to there.
+    """
+    from pathlock.fit import scored_on
+
+    scored = scored_on(full, refit)
     fb = scored.forward_backward()
     n_chains, n_draws, n_units, n_steps, _ = _shape(scored)
     ll = fb.predictive_log_density.reshape(n_chains, n_draws, n_units, n_steps).sum(axis=2)

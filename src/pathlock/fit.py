@@ -14,7 +14,7 @@ import os
 import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -636,6 +636,7 @@ def _evaluate_per_draw(
     vectorized: bool = True,
     chunk_draws: int | None = None,
     mode: str | Mode | None = None,
+    given: Sequence[str] = (),
 ) -> RegimeInputs:
     """Evaluate the regime inputs and extras at every posterior draw.
 
@@ -660,6 +661,9 @@ def _evaluate_per_draw(
         PyTensor compilation mode; by default FAST_RUN's rewrites with the
         Python linker for the vectorised graph and ``"FAST_RUN"`` (numba) for
         the loop.
+    given : sequence of str
+        Deterministics of the model taken from ``tree``'s posterior like the
+        free variables, not recomputed from them (:func:`scored_on`).
 
     Returns
     -------
@@ -685,7 +689,7 @@ def _evaluate_per_draw(
     model = built.model
     names = list(built.extras)
     outputs = [built.log_init, built.log_trans, built.log_emit, *(built.extras[n] for n in names)]
-    rvs = list(model.free_RVs)
+    rvs = [*model.free_RVs, *(model[name] for name in given)]
     post = tree.posterior
     n_chains, n_draws = post.sizes[dims.CHAIN], post.sizes[dims.DRAW]
     values = [
@@ -713,6 +717,34 @@ def _evaluate_per_draw(
         n_chains=n_chains,
         n_draws=n_draws,
     )
+
+
+def scored_on(full: Fit, refit: Fit) -> Fit:
+    """A Fit of ``full``'s data at ``refit``'s posterior draws.
+
+    The latent paths (``Built.extras`` held in the posterior, such as the
+    decoupling model's ``constraint``) are taken as ``refit`` sampled them.
+    Recomputed from its free variables in ``full``'s model they would not be
+    the same paths: the decoupling model's path is a map of its whitened
+    coordinates that is centred on the data it was built for (the first
+    indicator and its missing values), so ``refit``'s coordinates under
+    ``full``'s centring drew paths towards observations ``refit`` never saw.
+
+    Parameters
+    ----------
+    full : Fit
+        The fit whose data (and model) score the draws.
+    refit : Fit
+        A fit of the same spec to other data of the same shape (leave-future-out).
+
+    Returns
+    -------
+    Fit
+    """
+    scored = Fit(idata=refit.idata, spec=full.spec, data=full.data, built=full.built)
+    given = [n for n in full.built.extras if n in refit.idata.posterior]
+    scored._cache["regime_inputs"] = _evaluate_per_draw(full.built, refit.idata, given=given)
+    return scored
 
 
 def _evaluate_loop(
