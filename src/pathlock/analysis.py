@@ -1058,9 +1058,7 @@ def lfo(
     forecast_horizon : int
         M: each origin ``i`` is scored on the joint density of the next M
         observations, ``log p(y_(i+1)..y_(i+M) | y_1..i)`` (default 1, one step
-        ahead).  Overlapping windows count one surprising step up to M times,
-        so a long horizon makes the comparison noisier, not only more
-        sensitive to the path (benchmarks/README.md, issue-4 study).
+        ahead).  Overlapping windows count one surprising step up to M times.
     k_threshold : float
         Pareto k above which the model is refitted at the current origin
         (Bürkner, Gabry and Vehtari recommend 0.7; 0.6 is more cautious).
@@ -1085,7 +1083,11 @@ def lfo(
     refits.  Units are scored jointly: the score of origin ``i`` is
     ``log p(y_(i+1)..y_(i+M) | y_1..i)`` summed over units, the product of the
     one-step densities ``p(y_t | y_1..t-1, theta)`` averaged over the draws.
-    Each refit is a full NUTS run, so this costs minutes per fit.
+    ``theta`` includes a latent path (the decoupling model's constraint) as
+    the refit sampled it: beyond the cutoff, a draw from its prior given the
+    path up to there, so averaging over draws integrates the future path out
+    (:func:`pathlock.fit.scored_on`).  Each refit is a full NUTS run, so this
+    costs minutes per fit.
     """
     import arviz as az
     from arviz_stats.loo.wrapper import SamplingWrapper
