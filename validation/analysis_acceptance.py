@@ -455,8 +455,15 @@ def main() -> None:
         }
         for s, tau in chosen["random_walk"]
     ]
-    # Longest tasks first so the pool drains evenly.
-    tasks.sort(key=lambda t: not t["compare"])
+    # Longest tasks first so the pool drains evenly, the two sides of the
+    # comparison alternating so that a run cut short has results for both.
+    seen: dict[str, int] = {}
+    position = []
+    for t in tasks:
+        position.append(seen.get(t["kind"], 0))
+        seen[t["kind"]] = position[-1] + 1
+    order = sorted(range(len(tasks)), key=lambda i: (not tasks[i]["compare"], position[i]))
+    tasks = [tasks[i] for i in order]
     # Each dataset's line is printed as it finishes: the full study runs for hours.
     print(
         "per dataset: kind seed tau median hdi p_end "
