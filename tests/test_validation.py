@@ -161,3 +161,26 @@ def test_comparison_truth_is_read_per_side():
     bad = argparse.Namespace(compare_param=[], compare_rw_param=["indicator_sigma=low"])
     with pytest.raises(SystemExit, match="--compare-rw-param: expected NAME=NUMBER"):
         acc.compare_truth(bad, "random_walk")
+
+
+def test_a_study_resumes_only_from_results_of_the_same_settings(tmp_path):
+    """``--resume`` keeps the saved results whose task matches one of this run's,
+    ignores the core count, and refuses a file holding results of other settings,
+    naming the setting that differs, rather than mixing them into the table."""
+    acc = _load("analysis_acceptance")
+    task = {"kind": "random_walk", "seed": 7, "tau": 120, "lfo_min": 60, "cores": None}
+    task |= {"params": {"indicator_sigma": 0.1}, "hazard": np.zeros((2, 2))}
+    other = task | {"seed": 8}
+    done = _study_result("random_walk", 7, task=acc.task_key(task))
+    out = tmp_path / "r.json"
+    acc.save_results([done], out)
+    assert not (tmp_path / "r.json.partial").exists()
+    kept = acc.resumed([task | {"cores": 1}, other], out)
+    assert [r["seed"] for r in kept] == [7]
+    with pytest.raises(SystemExit, match=r"lfo_min: found 60, expected 100"):
+        acc.resumed([task | {"lfo_min": 100}], out)
+    with pytest.raises(SystemExit, match="a dataset these settings do not run"):
+        acc.resumed([other], out)
+    acc.save_results([_study_result("random_walk", 7)], out)
+    with pytest.raises(SystemExit, match="without its task"):
+        acc.resumed([task], out)

@@ -35,6 +35,9 @@ Usage:
     python validation/analysis_acceptance.py             # the full study
     python validation/analysis_acceptance.py --ci        # CI size: 4 + 2 + 2x2, short chains
     python validation/analysis_acceptance.py --jobs 8    # datasets in parallel processes
+    python validation/analysis_acceptance.py --out r.json [--resume]
+        # each dataset's result is saved as it finishes; --resume runs only those
+        # r.json lacks (same settings required), so a study can span sessions
 """
 
 from __future__ import annotations
@@ -166,6 +169,59 @@ def compare_truth(args: argparse.Namespace, side: str = "ratchet") -> dict[str, 
     return out
 
 
+def task_key(task: dict[str, Any]) -> str:
+    """What makes a dataset's result: its task without the core count, as canonical JSON."""
+    kept = {k: v for k, v in task.items() if k != "cores"}
+    return json.dumps(kept, sort_keys=True, default=lambda a: np.asarray(a).tolist())
+
+
+def save_results(results: list[dict[str, Any]], path: Path) -> None:
+    """Write ``results`` to ``path`` whole, replacing it only once the new file is complete."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+
+
+def resumed(tasks: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """The results in ``path`` that belong to ``tasks``; an error if it holds any other.
+
+    A kept result must come from the same task (kind, seed, truth and sampler
+    settings): the study's table would otherwise mix runs of different settings.
+    """
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"--resume: cannot read {path}: {err}") from None
+    wanted = {task_key(t): t for t in tasks}
+    by_dataset = {(t["kind"], t["seed"]): t for t in tasks}
+    for r in stored:
+        key = r.get("task") if isinstance(r, dict) else None
+        if key in wanted:
+            continue
+        if key is None:
+            raise SystemExit(
+                f"--resume: {path} holds a result without its task (written before --resume "
+                "existed); start a new --out file"
+            )
+        old = json.loads(key)
+        new = by_dataset.get((old.get("kind"), old.get("seed")))
+        if new is None:
+            why = "a dataset these settings do not run"
+        else:
+            now = json.loads(task_key(new))
+            diff = [
+                f"{k}: found {old.get(k)!r}, expected {now.get(k)!r}"
+                for k in sorted(set(old) | set(now))
+                if old.get(k) != now.get(k)
+            ]
+            why = "other settings (" + "; ".join(diff) + ")"
+        raise SystemExit(
+            f"--resume: {path} holds {old.get('kind')} seed {old.get('seed')} from {why}; "
+            "resume with the settings it was run with, or start a new --out file"
+        )
+    return [r for r in stored if r["task"] in wanted]
+
+
 def first_alarm(alarm: np.ndarray, start: int = 0) -> int:
     """Index of the first alarm at or after ``start``; ``alarm.size`` when there is none."""
     hits = np.flatnonzero(np.asarray(alarm, bool)[start:])
@@ -234,6 +290,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         out["lfo_diff"] = float(lfo["elpd_diff"].iloc[1])
         out["lfo_refits"] = {str(k): int(v) for k, v in lfo["n_refits"].items()}
     out["seconds"] = time.perf_counter() - t0
+    out["task"] = task_key(task)
     return out
 
 
@@ -396,8 +453,22 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="write per-dataset results (JSON)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="per-dataset results (JSON), rewritten as each dataset finishes",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the datasets --out already holds for these settings and run the rest",
+    )
     args = parser.parse_args()
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out: the file of results to continue")
+    if args.out is not None and args.out.exists() and not args.resume:
+        parser.error(f"--out {args.out} exists; pass --resume to continue it, or another path")
     if args.ci:
         # CI sizes apply where the command line left the full-study default.
         ci = {"n_decoupling": 4, "n_null": 2, "n_compare": 2, "draws": 300, "tune": 300}
@@ -470,16 +541,25 @@ def main() -> None:
         "per dataset: kind seed tau median hdi p_end "
         "[detect model/rule, first alarm; after: at or after tau] [loo lfo]"
     )
-    results = []
+    results = resumed(tasks, args.out) if args.resume else []
+    for r in results:
+        print(_dataset_line(r) + " (kept)", flush=True)
+    done = {r["task"] for r in results}
+    todo = [t for t in tasks if task_key(t) not in done]
+
+    def finished(r: dict[str, Any]) -> None:
+        results.append(r)
+        print(_dataset_line(r), flush=True)
+        if args.out is not None:
+            save_results(results, args.out)
+
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
-            for r in pool.map(run_task, tasks):
-                results.append(r)
-                print(_dataset_line(r), flush=True)
+            for r in pool.map(run_task, todo):
+                finished(r)
     else:
-        for t in tasks:
-            results.append(run_task(t))
-            print(_dataset_line(results[-1]), flush=True)
+        for t in todo:
+            finished(run_task(t))
 
     rows = report(results, args)
     print(
@@ -504,8 +584,6 @@ def main() -> None:
         f"\n{len(results)} datasets, {divs} divergent transitions in all ratchet fits, "
         f"{time.perf_counter() - t0:.0f} s wall"
     )
-    if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
