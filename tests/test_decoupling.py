@@ -4,6 +4,7 @@ parameters are recovered from simulated data; ``loglike`` agrees with the model.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,6 +259,41 @@ def test_loglike_names_missing_parameters():
     data, truth = _data(spec, 20, seed=5)
     with pytest.raises(SpecError, match=r"constraint_sigma|feedback"):
         loglike(spec, data, {"constraint": truth.constraint})
+
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.parametrize("model_file", ["decoupling.toml", "panel.toml"])
+def test_a_fixed_parameter_is_the_free_one_at_that_value(model_file):
+    """Any parameter the model uses can be fixed by a value in the spec (a number
+    or an array of the parameter's shape, shared by all units when the parameter
+    is pooled hierarchically); the model's likelihood is then the free model's at
+    that value.  The values differ along every axis, so a fixed value laid out on
+    the wrong axes (as a per-unit one, say) changes the likelihood; a value of
+    another shape is a SpecError naming the parameter."""
+    spec = Spec.from_toml(MODELS / model_file)
+    n_units = 1 if spec.data.unit is None else 2
+    df, truth = simulate(spec, None, n_steps=25, n_units=n_units, seed=3)
+    data = from_dataframe(df, time=spec.data.time, unit=spec.data.unit)
+    params = {k: np.asarray(v, dtype=float) for k, v in truth.params.items()}
+    params["constraint"] = truth.constraint
+    names = [n for n in params if spec.uses(n) and n not in ("indicator_nu", "indicator_lambda")]
+    assert {"feedback_a", "feedback_b", "hazard_intercept", "constraint_sigma"} <= set(names)
+    # The simulator's values of pooled parameters are the population's, shared by the units.
+    assert not set(spec.hierarchical_parameters) - set(names)
+    for name in names:
+        value = params[name][1:] if name == "feedback_w" else params[name]
+        value = value + 0.01 * np.arange(value.size).reshape(value.shape)
+        free = dict(params, **{name: value})
+        fixed = {k: v for k, v in params.items() if k != name}
+        expected = loglike(spec, data, free)
+        got = loglike(spec.with_priors(**{name: value.tolist()}), data, fixed)
+        assert got == pytest.approx(expected, rel=1e-10), name
+    with pytest.raises(SpecError, match=r"priors.feedback_a is fixed at a value of shape \(3,\)"):
+        build(spec.with_priors(feedback_a=[0.1, 0.2, 0.3]), data)
+    with pytest.raises(SpecError, match=r"one value per non-tracking regime, \['decoupled'\]"):
+        spec.with_priors(feedback_w=[0.1, 0.2]).loading("decoupled")
 
 
 @pytest.mark.slow

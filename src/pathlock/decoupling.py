@@ -292,8 +292,24 @@ def _param(
     """
     prior = spec.prior(name)
     if _is_fixed(prior):
-        base = _const(prior, shape)
-        return pm.Deterministic(name, base, dims=model_dims or None) if model_dims else base
+        if model_dims and not shape:
+            # Callers give dims alone where PyMC sizes a random variable from the coords.
+            coords = pm.modelcontext(None).coords
+            shape = tuple(len(coords[d]) for d in model_dims)
+        try:
+            base = _const(prior, shape)
+        except ValueError:
+            found = np.shape(np.asarray(prior.value))
+            raise SpecError(
+                f"priors.{name} is fixed at a value of shape {found}; {name} has dims "
+                f"{model_dims} of sizes {shape}: expected a number or an array of that shape"
+            ) from None
+        if hier:
+            # Every unit shares the fixed value, on the unit axis callers index as for pooling.
+            coords = pm.modelcontext(None).coords
+            base = pt.broadcast_to(base, (len(coords[dims.UNIT]), *shape))
+            return pm.Deterministic(name, base, dims=(dims.UNIT, *model_dims))
+        return pm.Deterministic(name, base, dims=model_dims) if model_dims else base
     if shift is not None and not model_dims and not shape:
         free_name, offset, initval = shift
         target = f"{name}_pop" if hier else name

@@ -1635,13 +1635,26 @@ class Spec:
         -------
         Prior or Fixed
             ``Fixed(1.0)`` for the tracking regime, ``regimes.loading[regime]``
-            if set, else the ``feedback_w`` prior.
+            if set, else the ``feedback_w`` prior (a ``feedback_w`` fixed at one
+            value per non-tracking regime gives this regime's).
         """
         if regime not in self.regime_names:
             raise SpecError(f"unknown regime {regime!r}; regimes: {list(self.regime_names)}")
         if regime == self.regime_names[0]:
             return Fixed(1.0)
-        return self.regimes.loading.get(regime, self.prior("feedback_w"))
+        if regime in self.regimes.loading:
+            return self.regimes.loading[regime]
+        prior = self.prior("feedback_w")
+        if isinstance(prior, Fixed) and np.ndim(prior.value):
+            value = np.asarray(prior.value, dtype=float)
+            others = list(self.regime_names[1:])
+            if value.shape != (len(others),):
+                raise SpecError(
+                    f"priors.feedback_w is fixed at a value of shape {value.shape}; expected a "
+                    f"number or one value per non-tracking regime, {others}"
+                )
+            return Fixed(float(value[others.index(regime)]))
+        return prior
 
     # ---- the ModelSpec protocol ---------------------------------------------------
 
