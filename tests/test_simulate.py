@@ -82,3 +82,24 @@ def test_other_processes_and_three_regimes(process):
     df, truth = simulate(spec, n_steps=40, n_units=2, seed=5)
     assert np.all(df["n"] >= 0) and np.all(df["n"] == np.round(df["n"]))
     assert truth.regimes.max() <= 2
+
+
+def test_values_fixed_in_the_spec_are_the_simulated_truth():
+    """A parameter fixed in the spec is part of the model, so the simulator uses
+    its value rather than the default truth (feedback_b's default is 1.0), for
+    loadings as for the rest; a given value that contradicts it is a SpecError
+    naming the parameter, not silently replaced."""
+    spec = Spec(
+        indicators=(SeriesSpec("indicator", "indicator"),),
+        feedback=(SeriesSpec("feedback", "feedback"),),
+    ).with_priors(feedback_b=2.5, feedback_a=[0.3, 0.7], feedback_w=0.5)
+    _, truth = simulate(spec, None, n_steps=20, seed=1)
+    assert truth.params["feedback_b"] == 2.5
+    np.testing.assert_array_equal(truth.params["feedback_a"], [[0.3, 0.7]])
+    np.testing.assert_array_equal(truth.params["feedback_w"], [1.0, 0.5])
+    _, again = simulate(spec, {"feedback_b": 2.5, "feedback_w": 0.5}, n_steps=20, seed=1)
+    assert again.params["feedback_b"] == 2.5
+    with pytest.raises(SpecError, match=r"feedback_b = 1.0, but the spec fixes it at 2.5"):
+        simulate(spec, {"feedback_b": 1.0}, n_steps=20, seed=1)
+    with pytest.raises(SpecError, match=r"feedback_w \(decoupled\) = 0.2, but the spec fixes"):
+        simulate(spec, {"feedback_w": 0.2}, n_steps=20, seed=1)

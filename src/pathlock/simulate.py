@@ -200,6 +200,19 @@ def draw_parameters(spec: Spec, rng: np.random.Generator, n_units: int = 1) -> d
     return out
 
 
+def _agrees(name: str, given: Any, fixed: NDArray[np.float64]) -> None:
+    """A value given for a parameter the spec fixes must be that value."""
+    try:
+        same = np.allclose(*np.broadcast_arrays(np.asarray(given, dtype=float), fixed))
+    except ValueError:
+        same = False
+    if not same:
+        raise SpecError(
+            f"simulate: params gives {name} = {np.asarray(given).tolist()}, but the spec fixes "
+            f"it at {fixed.tolist()}; leave it out of params or change the spec"
+        )
+
+
 def _resolve(spec: Spec, params: Mapping[str, Any] | None, n_units: int) -> dict[str, Any]:
     used = set(spec.parameters())
     given = dict(params or {})
@@ -210,10 +223,18 @@ def _resolve(spec: Spec, params: Mapping[str, Any] | None, n_units: int) -> dict
         )
     out: dict[str, Any] = {}
     k, n_ind, n_sig = spec.n_regimes, len(spec.indicators), len(spec.feedback)
+    meta = spec.parameters()
     for name in used | {"constraint_init", "constraint_mu", "constraint_sigma"}:
         if name.endswith("_unit_sigma"):
             continue
-        value = given[name] if name in given else _default(spec, name)
+        prior = meta[name].default if name in meta else None
+        if name != "feedback_w" and prior is not None and not hasattr(prior, "dist"):
+            # A value fixed in the spec is part of the model: the data must come from it.
+            value = np.asarray(prior.value, dtype=float)
+            if name in given:
+                _agrees(name, given[name], value)
+        else:
+            value = given[name] if name in given else _default(spec, name)
         out[name] = np.asarray(value, dtype=float)
     # full loading vector (tracking = 1), also when fixed in the spec
     w = np.ones(k)
@@ -222,6 +243,8 @@ def _resolve(spec: Spec, params: Mapping[str, Any] | None, n_units: int) -> dict
         prior = spec.loading(r)
         if not hasattr(prior, "dist"):
             w[i] = float(np.asarray(prior.value))
+            if given_w is not None:
+                _agrees(f"feedback_w ({r})", given_w[i if given_w.size == k else i - 1], w[i])
         elif given_w is not None:
             w[i] = given_w[i] if given_w.size == k else given_w[i - 1]
         else:
@@ -256,8 +279,10 @@ def simulate(
     ----------
     spec : Spec
     params : mapping, "prior" or None
-        Natural-scale parameter values by name (missing ones take the
-        documented defaults in :data:`DEFAULT_TRUTH`); ``"prior"`` draws every
+        Natural-scale parameter values by name (missing ones take the value
+        the spec fixes them at, else the documented defaults in
+        :data:`DEFAULT_TRUTH`; a value that contradicts one the spec fixes
+        is a ``SpecError``); ``"prior"`` draws every
         parameter from the spec's priors (seeded); ``None`` uses the defaults.
         Scalars broadcast over their dims; ``feedback_w`` may list the
         non-tracking regimes only.
@@ -281,7 +306,8 @@ def simulate(
     Raises
     ------
     SpecError
-        Unknown parameter names, or loading fractions outside [0, 1).
+        Unknown parameter names, loading fractions outside [0, 1), or a value
+        that contradicts one the spec fixes.
 
     Examples
     --------
