@@ -297,3 +297,32 @@ def test_vectorised_inputs_match_loop_markov_switching(monkeypatch):
     gnp = pd.read_csv(root / "data" / "hamilton_gnp.csv", index_col=0, parse_dates=True)
     built = spec.build(spec.prepare_data(gnp))
     _assert_same_inputs(built, jittered_posterior(built, 2, 7, seed=7), monkeypatch)
+
+
+def test_regime_inputs_take_the_latent_path_the_posterior_holds():
+    """``Fit.regime_inputs`` reads the path a posterior holds instead of recomputing
+    it from ``constraint_raw``: the recomputation depends on the data the model was
+    built for (its centring), so it is wrong for a refit's draws scored on other data
+    and for a fit saved under another parameterisation.  A posterior whose stored
+    path is shifted by 0.5 from the recomputed one must give that path, and the
+    emissions on it."""
+    from pathlock.data import from_dataframe
+    from pathlock.simulate import simulate
+    from pathlock.spec import Spec
+
+    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
+    df, _ = simulate(spec, n_steps=30, n_units=1, seed=5)
+    data = from_dataframe(df, time=spec.data.time)
+    built = spec.build(data)
+    tree = jittered_posterior(built, 1, 3, seed=2)
+    fit_module = importlib.import_module("pathlock.fit")
+    recomputed = fit_module._evaluate_per_draw(built, tree)
+    path = recomputed.extras["constraint"] + 0.5
+    post = tree["posterior"].to_dataset()
+    shape = (1, 3, *path.shape[1:])
+    post["constraint"] = ((*dims.SAMPLE_DIMS, dims.UNIT, dims.TIME), path.reshape(shape))
+    tree["posterior"] = xr.DataTree(post)
+    inputs = Fit(idata=tree, spec=spec, data=data, built=built).regime_inputs()
+    np.testing.assert_allclose(inputs.extras["constraint"], path, rtol=0, atol=1e-12)
+    # The indicator's log-density moves with the path: the emissions are evaluated on it.
+    assert np.abs(inputs.log_emit - recomputed.log_emit).max() > 1.0

@@ -110,13 +110,21 @@ class Fit:
     def regime_inputs(self) -> RegimeInputs:
         """Evaluate the kernel's inputs (and ``Built.extras``) at every posterior draw.
 
+        Latent paths the posterior holds (``Built.extras`` that are model
+        variables, such as the decoupling model's ``constraint``) are taken as
+        sampled, not recomputed from the free variables: the recomputation
+        depends on the data the model was built for (:func:`scored_on`) and on
+        the version's parameterisation (:func:`load_fit`).
+
         Returns
         -------
         RegimeInputs
             NumPy arrays with the flattened (chain, draw) sample axis first.
         """
         if "regime_inputs" not in self._cache:
-            self._cache["regime_inputs"] = _evaluate_per_draw(self.built, self.idata)
+            named = self.built.model.named_vars
+            given = [n for n in self.built.extras if n in named and n in self.idata.posterior]
+            self._cache["regime_inputs"] = _evaluate_per_draw(self.built, self.idata, given=given)
         return self._cache["regime_inputs"]
 
     def forward_backward(self) -> ForwardBackwardResult:
@@ -741,10 +749,8 @@ def scored_on(full: Fit, refit: Fit) -> Fit:
     -------
     Fit
     """
-    scored = Fit(idata=refit.idata, spec=full.spec, data=full.data, built=full.built)
-    given = [n for n in full.built.extras if n in refit.idata.posterior]
-    scored._cache["regime_inputs"] = _evaluate_per_draw(full.built, refit.idata, given=given)
-    return scored
+    # Fit.regime_inputs takes the latent paths from the posterior it is given.
+    return Fit(idata=refit.idata, spec=full.spec, data=full.data, built=full.built)
 
 
 def _evaluate_loop(
