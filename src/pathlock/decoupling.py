@@ -292,9 +292,9 @@ def _param(
     """
     prior = spec.prior(name)
     if _is_fixed(prior):
+        coords = pm.modelcontext(None).coords
         if model_dims and not shape:
             # Callers give dims alone where PyMC sizes a random variable from the coords.
-            coords = pm.modelcontext(None).coords
             shape = tuple(len(coords[d]) for d in model_dims)
         try:
             base = _const(prior, shape)
@@ -306,7 +306,6 @@ def _param(
             ) from None
         if hier:
             # Every unit shares the fixed value, on the unit axis callers index as for pooling.
-            coords = pm.modelcontext(None).coords
             base = pt.broadcast_to(base, (len(coords[dims.UNIT]), *shape))
             return pm.Deterministic(name, base, dims=(dims.UNIT, *model_dims))
         return pm.Deterministic(name, base, dims=model_dims) if model_dims else base
