@@ -11,6 +11,7 @@ from pytensor.gradient import verify_grad
 from pathlock.errors import InterventionError, SpecError
 from pathlock.processes import (
     PROCESSES,
+    cumulative_sum,
     innovation_mean,
     linear_recurrence,
     path,
@@ -92,6 +93,19 @@ def test_linear_recurrence_numba_backend_matches(rng):
     f_py = pytensor.function([a, b], [out, *grads], mode="FAST_COMPILE")
     for x, y in zip(f_numba(av, bv), f_py(av, bv), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-12)
+
+
+def test_cumulative_sum_is_cumsum_with_its_gradient_on_both_backends(rng):
+    x = pt.matrix("x")
+    weights = rng.normal(size=(3, 8))
+    out = cumulative_sum(x)
+    grad = pytensor.grad((out * weights).sum(), x)
+    value = rng.normal(size=(3, 8))
+    for mode in ("NUMBA", "FAST_COMPILE"):
+        got, got_grad = pytensor.function([x], [out, grad], mode=mode)(value)
+        np.testing.assert_allclose(got, np.cumsum(value, axis=1), rtol=1e-12)
+        # d/dx_s sum_t w_t cumsum(x)_t = sum_(t >= s) w_t.
+        np.testing.assert_allclose(got_grad, np.cumsum(weights[:, ::-1], axis=1)[:, ::-1])
 
 
 def test_unknown_process_lists_allowed():
