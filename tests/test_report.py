@@ -431,7 +431,10 @@ def _check_report(page: Path, expected: set[str]) -> str:
         assert png.read_bytes() in embedded, f"{stem}.png is not the embedded figure"
     assert "<h2>Main findings</h2>" in text
     assert f"pathlock {__version__}" in text
-    assert "http" not in text.replace("http-equiv", ""), "the page must not fetch anything"
+    # The figures' base64 may spell "http" by chance: 760 000 characters give
+    # odds of about 1 in 22 (it happened, stop 18), so only the markup is searched.
+    markup = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", text)
+    assert "http" not in markup.replace("http-equiv", ""), "the page must not fetch anything"
     return text
 
 
