@@ -7,7 +7,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from pathlock.regimes import log_trans_hazard, transition_probabilities
+from pathlock.regimes import _log_trans_general, log_trans_hazard, transition_probabilities
 
 
 @pytest.mark.parametrize("n_regimes", [2, 3])
@@ -33,6 +33,11 @@ def test_log_transitions_match_the_numpy_twin_on_both_backends(n_regimes, struct
             # The impossible moves are -inf constants, not logs of computed zeros.
             assert np.all(np.isneginf(got[..., -1, :-1]))
             assert np.all(got_grad[..., -1, :] == 0.0)
+    if n_regimes == 2:
+        # The two-regime shortcut is the general row-wise log_softmax.
+        general = pytensor.function([z], _log_trans_general(z, structure))(logits)
+        got = pytensor.function([z], log_trans)(logits)
+        np.testing.assert_allclose(got, general, rtol=1e-12, atol=1e-13)
     # The diagonal is the reference category: its logits do not matter.
     shifted = logits + 5.0 * np.eye(n_regimes)
     np.testing.assert_allclose(

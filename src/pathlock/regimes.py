@@ -126,6 +126,12 @@ def log_trans_hazard(logits: Any, structure: Structure) -> pt.TensorVariable:
         raise ValueError("the regime axis of the hazard logits must have a static length")
     if k == 2:
         return _log_trans_two(logits, structure)
+    return _log_trans_general(logits, structure)
+
+
+def _log_trans_general(logits: Any, structure: Structure) -> pt.TensorVariable:
+    """:func:`log_trans_hazard` for any number of regimes: a ``log_softmax`` per row."""
+    k = int(logits.type.shape[-1])
     off = 1.0 - np.eye(k)
     z = logits * off
     mask = _mask(k, structure)
