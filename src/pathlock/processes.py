@@ -179,8 +179,8 @@ def cumulative_sum(x: Any) -> pt.TensorVariable:
 
     PyTensor's numba ``CumOp`` runs a matrix's second axis as a loop over
     slices that allocates at every step: at T = 1000, value and gradient took
-    about 90 us against 10 us here (benchmarks/README.md), and the latent
-    path needs two of them per gradient evaluation.
+    55 us against 10 us here (``benchmarks/bench_gradient.py``), and the
+    latent path needs two of them per gradient evaluation.
     """
     return linear_recurrence(np.ones((1, 1)), x)
 

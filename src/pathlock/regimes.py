@@ -152,9 +152,9 @@ def _log_trans_two(logits: Any, structure: Structure) -> pt.TensorVariable:
 
     The same values as the general row-wise ``log_softmax``, from one
     ``softplus`` per row (``log(1 - p) = log p - z``) instead of a max, an
-    exponential per entry, a sum and a log over a (unit, time, 2, 2) array: at
-    T = 1000 the value and gradient of the canonical model took about 60 us
-    less (benchmarks/README.md).
+    exponential per entry, a sum and a log over a (unit, time, 2, 2) array:
+    at T = 1000 value and gradient took 58 us against 75 us
+    (``benchmarks/bench_gradient.py``).
     """
     z01 = logits[..., 0, 1]
     sp = pt.softplus(z01)
