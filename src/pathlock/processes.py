@@ -180,7 +180,9 @@ def cumulative_sum(x: Any) -> pt.TensorVariable:
     PyTensor's numba ``CumOp`` runs a matrix's second axis as a loop over
     slices that allocates at every step: at T = 1000, value and gradient took
     55 us against 10 us here (``benchmarks/bench_gradient.py``), and the
-    latent path needs two of them per gradient evaluation.
+    latent path needs two of them per gradient evaluation. Upstream,
+    pymc-devs/pytensor#1388 reports ``cumsum`` slow in sampling too; once
+    ``CumOp`` is fixed there, this can go back to ``pt.cumsum``.
     """
     return linear_recurrence(np.ones((1, 1)), x)
 
