@@ -48,6 +48,7 @@ from pathlock.regimes import (
     log_trans_constant,
     log_trans_hazard,
 )
+from pathlock.spec import Fixed
 
 if TYPE_CHECKING:
     from pathlock.data import DecouplingData
@@ -269,7 +270,7 @@ def _sigma_start(spec: Spec) -> float | None:
 
 
 def _is_fixed(prior: Any) -> bool:
-    return hasattr(prior, "value") and not hasattr(prior, "dist")
+    return isinstance(prior, Fixed)
 
 
 def _const(prior: Any, shape: tuple[int, ...]) -> pt.TensorVariable:

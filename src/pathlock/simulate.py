@@ -27,6 +27,7 @@ from pathlock.regimes import (
     hold_tracking_probabilities,
     transition_probabilities,
 )
+from pathlock.spec import Fixed
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -173,7 +174,7 @@ def draw_parameters(spec: Spec, rng: np.random.Generator, n_units: int = 1) -> d
             continue
         shape = tuple(coords[d] for d in p.dims)
         prior = p.default
-        if hasattr(prior, "dist"):
+        if not isinstance(prior, Fixed):
             dist = getattr(pm, prior.dist).dist(
                 **{k: np.asarray(v, dtype=float) for k, v in prior.kwargs.items()}
             )
@@ -191,7 +192,7 @@ def draw_parameters(spec: Spec, rng: np.random.Generator, n_units: int = 1) -> d
         drawn = np.ravel(out.get("feedback_w", np.zeros(spec.n_regimes)))
         for i, r in enumerate(spec.regime_names[1:], start=1):
             prior = spec.loading(r)
-            w[i] = float(np.asarray(prior.value)) if not hasattr(prior, "dist") else drawn[i]
+            w[i] = float(np.asarray(prior.value)) if isinstance(prior, Fixed) else drawn[i]
         if spec.regimes.ordered_loadings:
             w[1:] = np.sort(w[1:])[::-1]
         out["feedback_w"] = w
@@ -228,7 +229,7 @@ def _resolve(spec: Spec, params: Mapping[str, Any] | None, n_units: int) -> dict
         if name.endswith("_unit_sigma"):
             continue
         prior = meta[name].default if name in meta else None
-        if name != "feedback_w" and prior is not None and not hasattr(prior, "dist"):
+        if name != "feedback_w" and isinstance(prior, Fixed):
             # A value fixed in the spec is part of the model: the data must come from it.
             value = np.asarray(prior.value, dtype=float)
             if name in given:
@@ -241,7 +242,7 @@ def _resolve(spec: Spec, params: Mapping[str, Any] | None, n_units: int) -> dict
     given_w = np.ravel(given["feedback_w"]) if "feedback_w" in given else None
     for i, r in enumerate(spec.regime_names[1:], start=1):
         prior = spec.loading(r)
-        if not hasattr(prior, "dist"):
+        if isinstance(prior, Fixed):
             w[i] = float(np.asarray(prior.value))
             if given_w is not None:
                 _agrees(f"feedback_w ({r})", given_w[i if given_w.size == k else i - 1], w[i])
