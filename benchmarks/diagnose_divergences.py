@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _geometry import coordinate_labels, hessian, logp_dlogp
 
 #: Scalar parameters whose posterior quantiles are reported.
 SCALARS = (
@@ -83,23 +84,13 @@ def _report(
                 continue
             q = [float(np.mean(column < x)) for x in column[div]]
             print(f"    {name}[{j}]: quantiles " + " ".join(f"{v:.2f}" for v in q[:12]))
-    labels = _labels(built)
+    labels = coordinate_labels(built.model)
     start = stats["divergence_start"].values.reshape(div.size, -1)[div]
     end = stats["divergence_end"].values.reshape(div.size, -1)[div]
     for a, b in list(zip(start, end, strict=True))[:6]:
         top = np.argsort(-np.abs(b - a))[:4]
         print("    largest moves: " + ", ".join(f"{labels[i]} {b[i] - a[i]:+.2f}" for i in top))
     return trace
-
-
-def _labels(built: Any) -> list[str]:
-    """Names of the sampler's unconstrained coordinates, in nutpie's order."""
-    labels: list[str] = []
-    point = built.model.initial_point()
-    for var in built.model.value_vars:
-        size = int(np.prod(point[var.name].shape))
-        labels += [var.name if size == 1 else f"{var.name}[{i}]" for i in range(size)]
-    return labels
 
 
 def _hessian_by_sigma(built: Any, trace: Any, n_points: int = 10) -> None:
@@ -110,14 +101,10 @@ def _hessian_by_sigma(built: Any, trace: Any, n_points: int = 10) -> None:
     the draws. A value that grows with ``sigma`` is a curvature the step size,
     tuned on the bulk, cannot follow into the tail.
     """
-    fn = built.model.logp_dlogp_function(ravel_inputs=True, mode="NUMBA")
-    fn.set_extra_values({})
     stats = trace.sample_stats
     draws = stats["unconstrained_draw"].values.reshape(-1, stats["unconstrained_draw"].shape[-1])
-    logp = stats["logp"].values.ravel()
-    # nutpie's flat vector must be PyMC's: the log densities agree at a draw.
-    assert np.isclose(fn(draws[-1])[0], logp[-1], rtol=1e-9)
-    labels = _labels(built)
+    fn = logp_dlogp(built.model, draws[-1], float(stats["logp"].values.ravel()[-1]))
+    labels = coordinate_labels(built.model)
     sd = draws.std(axis=0)
     column = labels.index("constraint_sigma_log__")
     order = np.argsort(draws[:, column])
@@ -125,12 +112,7 @@ def _hessian_by_sigma(built: Any, trace: Any, n_points: int = 10) -> None:
     print("    sd-scaled Hessian at draws spread over log sigma:")
     for k in picks:
         x = draws[k]
-        hess = np.empty((x.size, x.size))
-        for i in range(x.size):
-            e = np.zeros(x.size)
-            e[i] = 1e-5
-            hess[:, i] = (fn(x + e)[1] - fn(x - e)[1]) / 2e-5
-        scaled = -0.5 * (hess + hess.T) * np.outer(sd, sd)
+        scaled = hessian(fn, x) * np.outer(sd, sd)
         values, vectors = np.linalg.eigh(scaled)
         top = np.argsort(-np.abs(vectors[:, -1]))[:3]
         parts = ", ".join(f"{labels[i]} {vectors[i, -1] ** 2:.2f}" for i in top)

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _geometry import coordinate_names, hessian, logp_dlogp
 
 
 def main() -> None:
@@ -70,28 +71,13 @@ def main() -> None:
         f"{float(np.median(stats['step_size'])):.3f}, divergences {int(stats['diverging'].sum())}"
     )
     draws = stats["unconstrained_draw"].values[0]
-    fn = model.logp_dlogp_function(ravel_inputs=True, mode="NUMBA")
-    fn.set_extra_values({})
-    point = model.initial_point()
-    labels: list[str] = []
-    for var in fn._grad_vars:
-        size = int(np.prod(point[var.name].shape))
-        labels += [var.name] * size
+    fn = logp_dlogp(model, draws[-1], float(stats["logp"].values[0, -1]))
+    labels = coordinate_names(model)
     group = np.array(labels)
-    # nutpie's flat vector must be PyMC's: the log densities agree at a draw.
-    assert np.isclose(fn(draws[-1])[0], float(stats["logp"].values[0, -1]), rtol=1e-9)
     sd = draws.std(axis=0)
 
-    def hessian(x: np.ndarray, h: float = 1e-5) -> np.ndarray:
-        out = np.empty((x.size, x.size))
-        for i in range(x.size):
-            e = np.zeros(x.size)
-            e[i] = h
-            out[:, i] = (fn(x + e)[1] - fn(x - e)[1]) / (2 * h)
-        return -0.5 * (out + out.T)
-
     for index in (-1, -(args.draws // 2)):
-        scaled = sd[:, None] * hessian(draws[index]) * sd[None, :]
+        scaled = sd[:, None] * hessian(fn, draws[index]) * sd[None, :]
         values, vectors = np.linalg.eigh(scaled)
         print(f"\ndraw {index}: {int((values < 0).sum())} negative eigenvalues")
         print("| eigenvalue | eigenvector's squared length by variable |")
@@ -100,7 +86,7 @@ def main() -> None:
             share = {n: float((vectors[group == n, j] ** 2).sum()) for n in dict.fromkeys(labels)}
             top = sorted(share.items(), key=lambda kv: -kv[1])[:4]
             print(f"| {values[j]:.1f} | " + ", ".join(f"{n} {v:.2f}" for n, v in top) + " |")
-    conditional = 1.0 / np.sqrt(np.maximum(np.diag(hessian(draws[-1])), 1e-300))
+    conditional = 1.0 / np.sqrt(np.maximum(np.diag(hessian(fn, draws[-1])), 1e-300))
     ratio = sd / conditional
     worst = np.argsort(-ratio)[:8]
     index_in = {i: i - labels.index(labels[i]) for i in worst}
