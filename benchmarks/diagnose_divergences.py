@@ -40,6 +40,7 @@ from _geometry import coordinate_labels, hessian, logp_dlogp
 
 #: Scalar parameters whose posterior quantiles are reported.
 SCALARS = (
+    "constraint_log_realised_step",
     "constraint_log_mean_step",
     "constraint_sigma",
     "constraint_init",
@@ -71,7 +72,12 @@ def _report(
     stats = trace.sample_stats.to_dataset()
     post = trace.posterior.to_dataset()
     div = stats["diverging"].values.ravel()
-    print(f"{label}: {int(div.sum())} divergent draws of {div.size}")
+    per_chain = stats["diverging"].values.sum(axis=1)
+    print(
+        f"{label}: {int(div.sum())} divergent draws of {div.size} "
+        f"(per chain {' '.join(str(int(c)) for c in per_chain)}; median tree "
+        f"{float(np.median(stats['n_steps'].values)):.0f})"
+    )
     if not div.any():
         return trace
     for name in SCALARS:

@@ -26,7 +26,7 @@ from pytensor.graph.replace import graph_replace
 from pytensor.graph.traversal import ancestors
 from scipy.ndimage import uniform_filter1d
 from scipy.optimize import isotonic_regression
-from scipy.special import expit
+from scipy.special import expit, logit
 
 from pathlock import dims
 from pathlock.build import Built
@@ -171,7 +171,9 @@ def _link_path(first_indicator: NDArray[np.float64], family: str) -> NDArray[np.
     return out
 
 
-def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
+def feedback_pilot(
+    spec: Spec, data: DecouplingData, window: str = "tracking"
+) -> NDArray[np.float64]:
     """Reference loading of each feedback signal: its slope on the first indicator.
 
     Least squares over the steps held in ``tracking`` (``known_tracking``, when
@@ -184,6 +186,10 @@ def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
     (the default run's data: 2 of 4 seeds had one such chain, with feedback
     noise 0.55 against 0.29 in the others, when ``feedback_b`` was jittered).
 
+    ``window="late"`` fits the second half of every unit's series instead:
+    the slope where a decoupling, if there was one, shows most (the loading
+    shear's reference, see :func:`_loadings`).
+
     Returns
     -------
     ndarray (signal,)
@@ -195,10 +201,11 @@ def feedback_pilot(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
     # decoupled loading (0.2 for 1.0) and two chains of four stayed in that mode.
     held = spec.regimes.known_tracking
     n_fit = held if held >= 3 else max(2, data.n_steps // 2)
+    rows = slice(data.n_steps // 2, None) if window == "late" else slice(None, n_fit)
     out = np.zeros(len(spec.feedback))
     for m, series in enumerate(spec.feedback):
         y = _link_scale(data[series.column], series.family)
-        xs, ys = x[:, :n_fit], y[:, :n_fit]
+        xs, ys = x[:, rows], y[:, rows]
         ok = ~np.isnan(xs) & ~np.isnan(ys)
         if ok.sum() < 3:
             continue
@@ -462,7 +469,8 @@ def _log_mean_shift(spec: Spec, data: DecouplingData, sigma) -> tuple[str, Any, 
     The data pin down the mean step (the constraint's overall growth) far more
     tightly than ``mu`` and ``sigma`` apart, so ``(mu, sigma)`` lie on the
     curved ridge ``mu + sigma^2 / 2 = const``: with ``mu`` sampled directly,
-    ``sigma`` mixed with an ESS near 15 per 2000 draws at T = 200.
+    ``sigma`` mixed with an ESS near 15 per 2000 draws at T = 200. The
+    whitened path goes further (:func:`_realised_step`).
     """
     process = spec.constraint.process
     if not PROCESSES[process].log_increment:
@@ -471,6 +479,77 @@ def _log_mean_shift(spec: Spec, data: DecouplingData, sigma) -> tuple[str, Any, 
     # A data-dependent initial value, so a symbolic one (see _observed).
     start = pm.Data("pilot_log_mean_step", float(np.log(np.mean(ref.step))))
     return ("constraint_log_mean_step", 0.5 * sigma**2, start)
+
+
+def _pilot_log_mean_step(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
+    """Log of the first indicator's smoothed mean step, per unit."""
+    first = spec.indicators[0]
+    ref = pilot(spec.constraint.process, data[first.column], first.family)
+    return np.log(ref.step)
+
+
+def _realised_step(spec: Spec, data: DecouplingData, sigma, hier: set[str]) -> Any:
+    """The free log realised mean step of a whitened log-increment path, or ``None``.
+
+    With ``mu`` sampled (even through the log mean step), a path's total
+    growth ``sum_t exp(mu + x_t'beta + sigma * eps_t)`` moves with ``sigma``
+    and with every ``eps_t`` at a fixed ``mu``, while the data pin that
+    growth far more tightly than any of them. At T = 1000 the posterior's
+    stiffest direction was this coupling of the path, ``sigma`` and the log
+    mean step, and at T = 60 its curvature in ``log sigma`` grew with
+    ``sigma`` (benchmarks/README.md). So NUTS samples ``m``, the log of the
+    realised mean step, and ``mu`` follows from the path:
+
+        mu = m - log mean_t exp(x_t'beta + sigma * eps_t),
+
+    per unit if ``mu`` is hierarchical, over all units if it is shared. At
+    fixed ``eps`` and ``sigma``, ``mu`` moves one for one with ``m``, so the
+    Jacobian of ``(raw, m) -> (eps, mu)`` is that of ``raw -> eps`` alone;
+    ``mu``'s prior (hierarchical: centred on the population mean, which the
+    per-unit growths pin) is kept on the derived ``mu``. The whitening is
+    linearised at the median step ``exp(m - sigma^2 / 2)``, as it was at
+    ``exp(mu)``.
+    """
+    process = spec.constraint.process
+    if not (_whitened(spec) and PROCESSES[process].log_increment):
+        return None
+    if _is_fixed(spec.prior("constraint_mu")):
+        return None
+    if "constraint_mu" in hier:
+        initval = pm.Data("pilot_log_mean_step", _pilot_log_mean_step(spec, data))
+        return pm.Flat("constraint_log_realised_step", dims=dims.UNIT, initval=initval)
+    first = spec.indicators[0]
+    ref = pilot(process, data[first.column], first.family)
+    initval = pm.Data("pilot_log_mean_step", float(np.log(np.mean(ref.step))))
+    return pm.Flat("constraint_log_realised_step", initval=initval)
+
+
+def _realised_mu(spec: Spec, p: dict[str, Any], mean, sigma, eps):
+    """Innovation means with ``mu`` implied by the realised mean step and the path.
+
+    See :func:`_realised_step`; a per-unit realised step means a hierarchical ``mu``.
+    """
+    hier = p["realised"].ndim == 1
+    dev = mean - _per_unit(p["mu"])
+    log_steps = dev + sigma * eps
+    prior = spec.prior("constraint_mu")
+    if not hier:
+        log_real = pt.logsumexp(log_steps) - pt.log(pt.cast(log_steps.size, "float64"))
+        mu = pm.Deterministic("constraint_mu", p["realised"] - log_real)
+        pm.Potential("constraint_mu_prior", pm.logp(_dist(prior), mu))
+    else:
+        n = pt.cast(log_steps.shape[1], "float64")
+        log_real = pt.logsumexp(log_steps, axis=1) - pt.log(n)
+        mu = pm.Deterministic("constraint_mu", p["realised"] - log_real, dims=dims.UNIT)
+        pop = _rv("constraint_mu_pop", prior)
+        sig_prior = spec.prior("constraint_mu_unit_sigma")
+        sig = (
+            _const(sig_prior, ())
+            if _is_fixed(sig_prior)
+            else _rv("constraint_mu_unit_sigma", sig_prior)
+        )
+        pm.Potential("constraint_mu_prior", pm.logp(pm.Normal.dist(pop, sig), mu).sum())
+    return dev + _per_unit(mu)
 
 
 def _indicator_information(
@@ -594,6 +673,8 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
             eps = y
         pm.Potential("constraint_jacobian", (log_jac - n * pt.log(scale)).sum())
         pm.Potential("constraint_eps_prior", pm.logp(pm.Normal.dist(0.0, 1.0), eps).sum())
+        if "realised" in p:
+            mean = _realised_mu(spec, p, mean, sigma, eps)
         innov = mean + sigma * eps
         constraint = path(process, init, innov, _with_baseline(p, init))
         start.set_value(_start_raw(level, log_inc, [mean, sigma, g2, r_u, scale, init, z]))
@@ -678,7 +759,9 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     ``feedback_w`` (regime; 1 for tracking), ``indicator_nu`` and
     ``indicator_lambda`` (first fixed at 0 and 1), ``trans_p`` (absorbing rows
     completed).  Free parts carry the suffix ``_free``; hierarchical
-    parameters ``p`` are ``p_pop + p_unit_sigma * p_unit_z``.
+    parameters ``p`` are ``p_pop + p_unit_sigma * p_unit_z``, except a
+    whitened log-increment path's ``constraint_mu``, which is derived per unit
+    from the realised mean step and centred on ``constraint_mu_pop``.
 
     The latent path (``constraint.parameterization``):
 
@@ -710,7 +793,12 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     For ``ratchet`` and ``hysteresis``, ``mu`` is sampled through
     ``constraint_log_mean_step = mu + sigma^2 / 2`` (the log of the mean step,
     which the data identify), with ``mu``'s prior kept: an exact change of
-    variables that removes the curved ``(mu, sigma)`` ridge.
+    variables that removes the curved ``(mu, sigma)`` ridge. A whitened path
+    goes further and samples its realised mean step,
+    ``constraint_log_realised_step`` (:func:`_realised_step`).
+
+    With one feedback signal and one free loading fraction, the fraction is
+    sampled as ``feedback_w_<regime>_sheared`` (:func:`_loadings`).
     """
     process = spec.constraint.process
     n_units, n_steps = data.n_units, data.n_steps
@@ -741,14 +829,20 @@ def build(spec: Spec, data: DecouplingData) -> Built:
         p["sigma"] = _param(
             spec, "constraint_sigma", (), (), hier=False, initval=_sigma_start(spec)
         )
-        p["mu"] = _param(
-            spec,
-            "constraint_mu",
-            (),
-            (),
-            hier="constraint_mu" in hier,
-            shift=_log_mean_shift(spec, data, p["sigma"]),
-        )
+        realised = _realised_step(spec, data, p["sigma"], hier)
+        if realised is not None:
+            p["realised"] = realised
+            # The whitening's reference drift; _latent_path derives the model's mu.
+            p["mu"] = realised - 0.5 * p["sigma"] ** 2
+        else:
+            p["mu"] = _param(
+                spec,
+                "constraint_mu",
+                (),
+                (),
+                hier="constraint_mu" in hier,
+                shift=_log_mean_shift(spec, data, p["sigma"]),
+            )
         if spec.constraint.exposures:
             p["beta"] = _param(
                 spec, "constraint_beta", (dims.EXPOSURE,), (), hier="constraint_beta" in hier
@@ -811,7 +905,6 @@ def build(spec: Spec, data: DecouplingData) -> Built:
             ind_logp = ind_logp + log_density(series.family, y.values, eta, params, y.missing)
 
         # ---- feedback: Y_mkt = a_mk + b_m w_k C_t + noise_mk
-        w = _loadings(spec)
         a = _param(
             spec,
             "feedback_a",
@@ -827,6 +920,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
             hier="feedback_b" in hier,
             initval=pm.Data("pilot_feedback_b", feedback_pilot(spec, data)),
         )
+        w = _loadings(spec, _loading_shear(spec, data, b, hier))
         fb_sigma = fb_df = fb_alpha = None
         sig_dims = (dims.SIGNAL, dims.REGIME) if spec.regimes.feedback_noise else (dims.SIGNAL,)
         if fam_f & {"normal", "student_t"}:
@@ -886,6 +980,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
                 "constraint_sigma",
                 "constraint_log_mean_step",
                 "constraint_log_mean_step_pop",
+                "constraint_log_realised_step",
                 "constraint_mu",
                 "constraint_mu_pop",
             }
@@ -895,8 +990,49 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     )
 
 
-def _loadings(spec: Spec) -> pt.TensorVariable:
-    """Full loading vector w (regime,): 1 for tracking, fixed or free fractions elsewhere."""
+def _loading_shear(spec: Spec, data: DecouplingData, b, hier: set[str]):
+    """``h(b)`` for the sheared loading fraction (see :func:`_loadings`), or ``None``.
+
+    Returns ``h(b)`` and its value at ``b``'s starting value.
+
+    Only for one feedback signal with a free, shared ``feedback_b`` and one
+    free loading fraction: the case where one decoupled slope ``b * w`` is
+    what the data pin.
+    """
+    names = spec.regime_names
+    free = [i for i in range(1, spec.n_regimes) if not _is_fixed(spec.loading(names[i]))]
+    if (
+        len(spec.feedback) != 1
+        or len(free) != 1
+        or "feedback_b" in hier
+        or _is_fixed(spec.prior("feedback_b"))
+    ):
+        return None
+    b0 = float(feedback_pilot(spec, data)[0])
+    c0 = float(feedback_pilot(spec, data, window="late")[0])
+    # Data-dependent constants, so pm.Data: one compiled model serves other data.
+    d0 = 0.2 * max(abs(b0), 1e-3)
+    late = pm.Data("pilot_feedback_late_slope", c0)
+    width = pm.Data("pilot_feedback_shear_width", d0)
+    return 0.5 * pt.log((b[0] - late) ** 2 + width**2), 0.5 * np.log((b0 - c0) ** 2 + d0**2)
+
+
+def _loadings(spec: Spec, shear=None) -> pt.TensorVariable:
+    """Full loading vector w (regime,): 1 for tracking, fixed or free fractions elsewhere.
+
+    With ``shear = h(b)`` (:func:`_loading_shear`), the one free fraction is
+    sampled as ``zeta = logit(w) + h(b)``, ``h(b) = log sqrt((b - c)^2 +
+    d^2)``, with ``c`` the feedback's slope on the first indicator over the
+    series' second half and ``d`` a fifth of its slope over the tracking
+    steps. Where the feedback has decoupled for most of the series, the data
+    pin the decoupled slope ``b * w`` far more tightly than ``b`` and ``w``
+    apart; on that ridge ``logit(w) = log|c| - log|b - c|``, so ``zeta`` is
+    constant along it and NUTS no longer has to follow it (at T = 1000 it was
+    the posterior's stiffest direction). A shear of ``logit(w)`` by a
+    function of ``b`` has unit Jacobian; ``w``'s prior is kept, with the
+    logit's Jacobian. Where the feedback still tracks late on, ``c`` is near
+    ``b`` and ``h`` hardly moves.
+    """
     k = spec.n_regimes
     names = spec.regime_names
     if k == 1:
@@ -918,6 +1054,19 @@ def _loadings(spec: Spec) -> pt.TensorVariable:
             # fraction with the same prior.
             ratio = _rv("feedback_w_free", prior, (), (n_free,))
             free = pt.cumprod(ratio)
+        elif shear is not None:
+            (i,) = free_idx
+            q = priors[0]
+            h, h_start = shear
+            start = float(logit(support_point(_dist(q)).eval())) + h_start
+            initval = pm.Data(f"pilot_feedback_w_{names[i]}_sheared", start)
+            zeta = pm.Flat(f"feedback_w_{names[i]}_sheared", initval=initval)
+            ell = zeta - h
+            frac = pm.math.sigmoid(ell)
+            # w's prior and d w / d logit(w) = w (1 - w).
+            log_jac = -pt.softplus(-ell) - pt.softplus(ell)
+            pm.Potential(f"feedback_w_{names[i]}_prior", pm.logp(_dist(q), frac) + log_jac)
+            free = frac[None]
         else:
             pairs = zip(free_idx, priors, strict=True)
             free = pt.stack([_rv(f"feedback_w_{names[i]}", q) for i, q in pairs])

@@ -36,7 +36,9 @@ from pathlock.hmm import ForwardBackwardResult, _forward_backward, _standardise
 __all__ = ["Fit", "fit", "load_fit", "FILE_FORMAT_VERSION", "ConvergenceWarning"]
 
 #: Version of the on-disk layout written by :meth:`Fit.save`; bump on breaking changes.
-FILE_FORMAT_VERSION = 1
+#: 2: the decoupling model samples the realised mean step and a sheared loading
+#: fraction, so format-1 posteriors lack its free variables.
+FILE_FORMAT_VERSION = 2
 
 Sampler = Literal["nutpie", "pymc"]
 
@@ -110,11 +112,12 @@ class Fit:
     def regime_inputs(self) -> RegimeInputs:
         """Evaluate the kernel's inputs (and ``Built.extras``) at every posterior draw.
 
-        Latent paths the posterior holds (``Built.extras`` that are model
-        variables, such as the decoupling model's ``constraint``) are taken as
-        sampled, not recomputed from the free variables: the recomputation
-        depends on the data the model was built for (:func:`scored_on`) and on
-        the version's parameterisation (:func:`load_fit`).
+        Deterministics the posterior holds (the decoupling model's latent
+        ``constraint`` path and loading fractions ``feedback_w``, say) are
+        taken as sampled, not recomputed from the free variables: the
+        recomputation depends on the data the model was built for (the path's
+        centring and the loading's shear, :func:`scored_on`) and on the
+        version's parameterisation (:func:`load_fit`).
 
         Returns
         -------
@@ -122,8 +125,8 @@ class Fit:
             NumPy arrays with the flattened (chain, draw) sample axis first.
         """
         if "regime_inputs" not in self._cache:
-            named = self.built.model.named_vars
-            given = [n for n in self.built.extras if n in named and n in self.idata.posterior]
+            post = self.idata.posterior
+            given = [v.name for v in self.built.model.deterministics if v.name in post]
             self._cache["regime_inputs"] = _evaluate_per_draw(self.built, self.idata, given=given)
         return self._cache["regime_inputs"]
 
@@ -730,13 +733,14 @@ def _evaluate_per_draw(
 def scored_on(full: Fit, refit: Fit) -> Fit:
     """A Fit of ``full``'s data at ``refit``'s posterior draws.
 
-    The latent paths (``Built.extras`` held in the posterior, such as the
-    decoupling model's ``constraint``) are taken as ``refit`` sampled them.
-    Recomputed from its free variables in ``full``'s model they would not be
-    the same paths: the decoupling model's path is a map of its whitened
-    coordinates that is centred on the data it was built for (the first
-    indicator and its missing values), so ``refit``'s coordinates under
-    ``full``'s centring drew paths towards observations ``refit`` never saw.
+    The Deterministics held in the posterior (the decoupling model's latent
+    ``constraint`` and its loading fractions ``feedback_w``) are taken as
+    ``refit`` sampled them. Recomputed from its free variables in ``full``'s
+    model they would not be the same: the decoupling model's path is a map of
+    its whitened coordinates that is centred on the data it was built for
+    (the first indicator and its missing values), so ``refit``'s coordinates
+    under ``full``'s centring drew paths towards observations ``refit`` never
+    saw; its loading fraction is sheared by a slope read off the data.
 
     Parameters
     ----------
