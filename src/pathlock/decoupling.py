@@ -427,12 +427,86 @@ def _unbend(eps: NDArray[np.float64], sigma: float) -> NDArray[np.float64]:
     return y
 
 
-def _start_raw(level: NDArray[np.float64], log_inc: bool, terms: list[Any]) -> NDArray[np.float64]:
+def _centre(resid, info, g2, r, delta, n: int):
+    """``z`` with ``G^-1 z`` the linearised conditional mean of the levels given ``resid``.
+
+    ``G`` is the stationary lower-bidiagonal factor (pivot ``g2``, ``G^-1`` the
+    recurrence ``q_t = r q_(t-1) + x_t / g``); ``G^T G`` is the precision
+    ``P`` except in its last diagonal entry, short of it by ``delta``.
+    Sherman-Morrison with ``v = G^-T e_n`` (``v_t = r^(n-t) / g``) makes
+    ``G^-1 z = P^-1 info resid`` exact.
+    """
+    coef = pt.broadcast_to(r[:, None], (r.shape[0], n))
+    z = linear_recurrence(coef, (resid * (info / pt.sqrt(g2))[:, None])[:, ::-1])[:, ::-1]
+    # r^k as exp(k log r): a power with a variable base and exponent costs three times more.
+    powers = pt.exp(pt.log(r)[:, None] * np.arange(n - 1, -1, -1.0)[None, :])
+    v = powers / pt.sqrt(g2)[:, None]
+    # u_last = e_n^T (G^T G)^-1 e_n = |v|^2; the closed form (1 - r^2n) / ((1 - r^2) g2)
+    # cancels to 0 / 0 as r -> 1 (an indicator with almost no information).
+    u_last = (v * v).sum(axis=1)
+    return z - (delta * (v * z).sum(axis=1) / (1.0 + delta * u_last))[:, None] * v
+
+
+def _pinned_levels(raw, resid, info, b_off, g2, r, n: int):
+    """Levels ``q_1..q_n`` (deviations from the line, ``q_0 = 0``) from ``raw`` (unit, n).
+
+    Returns ``q``, ``log |dq / d raw|`` per unit and the centring terms for
+    :func:`_start_raw`. The last level has one neighbour, so ``P``'s last
+    diagonal entry is ``info + kappa``.
+    """
+    z = _centre(resid, info, g2, r, info + b_off - g2, n)
+    coef = pt.broadcast_to(r[:, None], raw.shape)
+    q = linear_recurrence(coef, (raw + z) / pt.sqrt(g2)[:, None])
+    return q, -0.5 * n * pt.log(g2), [z]
+
+
+def _mean_unbent(sigma):
+    """``E[y]`` for ``eps = bend(y) ~ N(0, 1)``, the bend's two branches taken as sharp.
+
+    ``y = (exp(sigma eps) - 1) / sigma`` above zero and ``eps`` below:
+    ``(exp(sigma^2 / 2) Phi(sigma) - 1/2) / sigma - 1 / sqrt(2 pi)``. Only a
+    centring (any function of ``sigma`` keeps the change of variables exact),
+    so ``sigma`` is capped where ``exp`` would overflow.
+    """
+    s = pt.clip(sigma, 1e-3, 6.0)
+    phi = 0.5 * pt.erfc(-s / np.sqrt(2.0))
+    return (pt.exp(0.5 * s**2) * phi - 0.5) / s - 1.0 / np.sqrt(2.0 * np.pi)
+
+
+def _bridge_levels(raw, resid, info, b_off, g2, r, scale, sigma, n: int):
+    """Levels ``q_1..q_n`` of a path whose end is pinned by its realised mean step.
+
+    ``raw[:, :n-1]`` whitens the bridge ``b_t = q_t - (t / n) q_n`` (both
+    ends pinned at zero, so ``P``'s diagonal is ``info + 2 kappa`` throughout)
+    against ``resid``, the data's deviation from the straight line to the
+    path's end. ``raw[:, n-1]`` is the steps' common shift ``q_n``, which the
+    data do not see: under the innovations' prior the linearised steps
+    ``y = diff(q) / scale`` have mean ``~ N(c(sigma), 1 / n)``, so ``q_n =
+    scale sqrt(n) (raw_n + sqrt(n) c(sigma))`` (:func:`_mean_unbent`).
+    ``(b, q_n) -> q`` is unit-triangular, so ``log |dq / d raw|`` is the
+    bridge's whitening plus ``log(scale sqrt(n))``.
+    """
+    nb = n - 1
+    z = _centre(resid[:, :nb], info, g2, r, info + 2.0 * b_off - g2, nb)
+    coef = pt.broadcast_to(r[:, None], (raw.shape[0], nb))
+    b = linear_recurrence(coef, (raw[:, :nb] + z) / pt.sqrt(g2)[:, None])
+    c = _mean_unbent(sigma)
+    end = scale * np.sqrt(n) * (raw[:, nb] + np.sqrt(n) * c)
+    frac = np.arange(1, n + 1, dtype=float)[None, :] / n
+    q = pt.concatenate([b, pt.zeros((raw.shape[0], 1))], axis=1) + frac * end[:, None]
+    log_jac = -0.5 * nb * pt.log(g2) + pt.log(scale * np.sqrt(n))
+    return q, log_jac, [z, c]
+
+
+def _start_raw(
+    level: NDArray[np.float64], log_inc: bool, bridge: bool, terms: list[Any]
+) -> NDArray[np.float64]:
     """``constraint_raw`` at which the whitened path follows ``level`` at the initial point.
 
-    ``terms`` are the graph's innovation mean, ``sigma``, pivot ``g2``, recurrence
-    coefficient ``r``, step scale, initial level and centring shift ``z``, evaluated
-    here at the model's (unjittered) initial point; the map ``raw -> path`` is then inverted
+    ``terms`` are the graph's reference innovation mean, ``sigma``, pivot ``g2``,
+    recurrence coefficient ``r``, step scale, initial level and centring terms
+    (:func:`_pinned_levels`, :func:`_bridge_levels`), evaluated here at the
+    model's (unjittered) initial point; the map ``raw -> path`` is then inverted
     step by step. Chains start on the data rather than on the prior-mean line:
     at T = 1000 a chain started on the line settled at ``sigma`` near 1.6 with
     the indicator noise tripled, and never left.
@@ -442,7 +516,7 @@ def _start_raw(level: NDArray[np.float64], log_inc: bool, terms: list[Any]) -> N
     fn = model.compile_fn(
         outs, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
     )
-    mean, sigma, g2, r, scale, init, shift = (
+    mean, sigma, g2, r, scale, init, shift, *rest = (
         np.asarray(v, dtype=float) for v in fn(model.initial_point())
     )
     mean = np.broadcast_to(mean, (level.shape[0], level.shape[1] - 1))
@@ -454,8 +528,16 @@ def _start_raw(level: NDArray[np.float64], log_inc: bool, terms: list[Any]) -> N
     else:
         y = (steps - mean) / sigma
     q = scale[:, None] * np.cumsum(y, axis=1)
-    prev = np.concatenate([np.zeros((q.shape[0], 1)), q[:, :-1]], axis=1)
-    return np.sqrt(g2)[:, None] * (q - r[:, None] * prev) - shift
+    if not bridge:
+        prev = np.concatenate([np.zeros((q.shape[0], 1)), q[:, :-1]], axis=1)
+        return np.sqrt(g2)[:, None] * (q - r[:, None] * prev) - shift
+    n = q.shape[1]
+    end = q[:, -1]
+    b = q[:, :-1] - np.arange(1, n, dtype=float)[None, :] / n * end[:, None]
+    prev = np.concatenate([np.zeros((b.shape[0], 1)), b[:, :-1]], axis=1)
+    raw_b = np.sqrt(g2)[:, None] * (b - r[:, None] * prev) - shift
+    raw_end = end / (scale * np.sqrt(n)) - np.sqrt(n) * float(rest[0])
+    return np.concatenate([raw_b, raw_end[:, None]], axis=1)
 
 
 def _stationary_pivot(lower, upper):
@@ -508,7 +590,8 @@ def _realised_step(spec: Spec, data: DecouplingData, sigma, hier: set[str]) -> A
     ``mu``'s prior (hierarchical: centred on the population mean, which the
     per-unit growths pin) is kept on the derived ``mu``. The whitening is
     linearised at the median step ``exp(m - sigma^2 / 2)``, as it was at
-    ``exp(mu)``.
+    ``exp(mu)``; where each unit's growth is pinned, its levels are a bridge
+    (:func:`_bridge_levels`).
     """
     process = spec.constraint.process
     if not (_whitened(spec) and PROCESSES[process].log_increment):
@@ -639,32 +722,33 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         # the first row (whose neighbour q_0 is fixed, as in the interior), near-exact in the last.
         g2 = _stationary_pivot(info_u, info_u + 4.0 * b_off)
         r_u = b_off / g2
-        coef = pt.broadcast_to(r_u[:, None], raw.shape)
         # Centre on the linearised conditional posterior mean q_hat = (G^T G)^-1 info (y - line)
         # as well: q = G^-1 (raw + z) with G^T z = info (y - line). In the linear-Gaussian
         # case raw is then N(0, I) whatever the hyperparameters are, so sigma, the drift, the
         # initial level and the indicator noise move as in their marginal posterior; with
         # only the precision whitened, a change of sigma at fixed raw moved the whole path off
         # the data, and at T = 1000 the chains could not move sigma at all.
-        median_step = pt.exp(mean) if log_inc else mean
-        line = init[:, None] + cumulative_sum(median_step)
         target = pm.Data("pilot_indicator", link)
-        resid = (target[:, 1:] - line) * (info_u / pt.sqrt(g2))[:, None]
-        z = linear_recurrence(coef, resid[:, ::-1])[:, ::-1]
-        # G^T G is the precision P except in its last diagonal entry (g2 for info + kappa:
-        # the last level has one neighbour); the error there grows with the residual, so a
-        # drift change at fixed raw bent the path's end off the data. Sherman-Morrison with
-        # v = G^-T e_n (v_t = r^(n-t) / g) makes the centre P^-1 info (y - line) exactly.
-        # r^k as exp(k log r): a power with a variable base and exponent costs three times more.
-        powers = pt.exp(pt.log(r_u)[:, None] * np.arange(n - 1, -1, -1.0)[None, :])
-        v = powers / pt.sqrt(g2)[:, None]
-        delta = info_u + b_off - g2
-        # u_last = e_n^T (G^T G)^-1 e_n = |v|^2; the closed form (1 - r^2n) / ((1 - r^2) g2)
-        # cancels to 0 / 0 as r -> 1 (an indicator with almost no information).
-        u_last = (v * v).sum(axis=1)
-        z = z - (delta * (v * z).sum(axis=1) / (1.0 + delta * u_last))[:, None] * v
-        q = linear_recurrence(coef, (raw + z) / pt.sqrt(g2)[:, None])
-        log_jac = -0.5 * n * pt.log(g2)
+        # With the realised mean step each unit's path ends at init + n exp(m) wherever raw
+        # is, so its deviation from the straight line to that end is a bridge: the data see
+        # the levels between the ends and not the steps' common shift, which moves only mu.
+        # Whitened against the data, that shift was a ramp in raw stretched over all n
+        # coordinates: it mixed as slowly as mu (R-hat 1.05-1.08 at T = 1000).
+        bridge = log_inc and "realised" in p and (p["realised"].ndim == 1 or n_units == 1)
+        if bridge:
+            dev = pt.exp(mean - mean_u[:, None])
+            grow = pt.exp(pt.broadcast_to(p["realised"], (n_units,)))
+            line = init[:, None] + cumulative_sum(
+                grow[:, None] * dev / dev.mean(axis=1, keepdims=True)
+            )
+            q, log_jac, centre = _bridge_levels(
+                raw, target[:, 1:] - line, info_u, b_off, g2, r_u, scale, sigma, n
+            )
+        else:
+            median_step = pt.exp(mean) if log_inc else mean
+            line = init[:, None] + cumulative_sum(median_step)
+            resid = target[:, 1:] - line
+            q, log_jac, centre = _pinned_levels(raw, resid, info_u, b_off, g2, r_u, n)
         y = pt.diff(pt.concatenate([pt.zeros((n_units, 1)), q], axis=1), axis=1) / scale[:, None]
         if log_inc:
             eps, log_bend = _bend(y, sigma)
@@ -673,11 +757,13 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
             eps = y
         pm.Potential("constraint_jacobian", (log_jac - n * pt.log(scale)).sum())
         pm.Potential("constraint_eps_prior", pm.logp(pm.Normal.dist(0.0, 1.0), eps).sum())
+        ref_mean = mean
         if "realised" in p:
             mean = _realised_mu(spec, p, mean, sigma, eps)
         innov = mean + sigma * eps
         constraint = path(process, init, innov, _with_baseline(p, init))
-        start.set_value(_start_raw(level, log_inc, [mean, sigma, g2, r_u, scale, init, z]))
+        terms = [ref_mean, sigma, g2, r_u, scale, init, *centre]
+        start.set_value(_start_raw(level, log_inc, bridge, terms))
     elif mode == "centered":
         init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
         innov = pm.Normal("constraint_innovation", mean, sigma, dims=inn_dims)
@@ -795,7 +881,10 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     which the data identify), with ``mu``'s prior kept: an exact change of
     variables that removes the curved ``(mu, sigma)`` ridge. A whitened path
     goes further and samples its realised mean step,
-    ``constraint_log_realised_step`` (:func:`_realised_step`).
+    ``constraint_log_realised_step`` (:func:`_realised_step`); each unit's
+    path then ends at ``init + n exp(m)``, and ``constraint_raw`` whitens the
+    bridge to that end and, in its last column, the steps' common shift
+    (:func:`_bridge_levels`).
 
     With one feedback signal and one free loading fraction, the fraction is
     sampled as ``feedback_w_<regime>_sheared`` (:func:`_loadings`).
