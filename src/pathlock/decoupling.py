@@ -460,42 +460,46 @@ def _pinned_levels(raw, resid, info, b_off, g2, r, n: int):
     return q, -0.5 * n * pt.log(g2), [z]
 
 
-def _mean_unbent(sigma):
-    """``E[y]`` for ``eps = bend(y) ~ N(0, 1)``, the bend's two branches taken as sharp.
+def _bridge_eps(raw, resid, info, b_off, g2, r, scale, sigma, n: int):
+    """Innovations ``eps`` of a log-increment path whose end its realised mean step pins.
 
-    ``y = (exp(sigma eps) - 1) / sigma`` above zero and ``eps`` below:
-    ``(exp(sigma^2 / 2) Phi(sigma) - 1/2) / sigma - 1 / sqrt(2 pi)``. Only a
-    centring (any function of ``sigma`` keeps the change of variables exact),
-    so ``sigma`` is capped where ``exp`` would overflow.
-    """
-    s = pt.clip(sigma, 1e-3, 6.0)
-    phi = 0.5 * pt.erfc(-s / np.sqrt(2.0))
-    return (pt.exp(0.5 * s**2) * phi - 0.5) / s - 1.0 / np.sqrt(2.0 * np.pi)
+    With the realised mean step the path depends on ``eps`` only through
+    ``eps - mean(eps)``, and its end is ``init + n exp(m)`` wherever ``raw``
+    is: the data see the path's deviation from the straight line to that end
+    (a bridge), and the innovations' common shift moves only ``mu``. So
+    ``raw[:, :n-1]`` whitens the bridge's levels ``b`` (both ends pinned at
+    zero, so ``P``'s diagonal is ``info + 2 kappa`` throughout) against
+    ``resid``, the data's deviation from that line; their steps ``y =
+    diff([0, b, 0]) / scale`` sum to zero and are bent (:func:`_bend`); and
+    ``raw[:, n-1] = v`` is the innovations' mean, exactly:
 
+        eps = bend(y) - mean(bend(y)) + v / sqrt(n),   v ~ N(0, 1) a priori.
 
-def _bridge_levels(raw, resid, info, b_off, g2, r, scale, sigma, n: int):
-    """Levels ``q_1..q_n`` of a path whose end is pinned by its realised mean step.
+    Given ``eps``, the ``y`` with ``sum(y) = 0`` and ``bend(y) = eps - delta``
+    is unique (``sum(unbend(eps - delta))`` falls strictly in ``delta``), so
+    this is a bijection; per unit its log-Jacobian is the bridge's whitening,
+    ``-(n - 1) log(scale)``, ``sum(log bend'(y)) + log(sum(1 / bend'(y)))``
+    and ``-log(n) / 2``.
 
-    ``raw[:, :n-1]`` whitens the bridge ``b_t = q_t - (t / n) q_n`` (both
-    ends pinned at zero, so ``P``'s diagonal is ``info + 2 kappa`` throughout)
-    against ``resid``, the data's deviation from the straight line to the
-    path's end. ``raw[:, n-1]`` is the steps' common shift ``q_n``, which the
-    data do not see: under the innovations' prior the linearised steps
-    ``y = diff(q) / scale`` have mean ``~ N(c(sigma), 1 / n)``, so ``q_n =
-    scale sqrt(n) (raw_n + sqrt(n) c(sigma))`` (:func:`_mean_unbent`).
-    ``(b, q_n) -> q`` is unit-triangular, so ``log |dq / d raw|`` is the
-    bridge's whitening plus ``log(scale sqrt(n))``.
+    Returns ``eps`` (unit, n), the log-Jacobian per unit and the centring
+    terms for :func:`_start_raw`.
     """
     nb = n - 1
     z = _centre(resid[:, :nb], info, g2, r, info + 2.0 * b_off - g2, nb)
     coef = pt.broadcast_to(r[:, None], (raw.shape[0], nb))
     b = linear_recurrence(coef, (raw[:, :nb] + z) / pt.sqrt(g2)[:, None])
-    c = _mean_unbent(sigma)
-    end = scale * np.sqrt(n) * (raw[:, nb] + np.sqrt(n) * c)
-    frac = np.arange(1, n + 1, dtype=float)[None, :] / n
-    q = pt.concatenate([b, pt.zeros((raw.shape[0], 1))], axis=1) + frac * end[:, None]
-    log_jac = -0.5 * nb * pt.log(g2) + pt.log(scale * np.sqrt(n))
-    return q, log_jac, [z, c]
+    zero = pt.zeros((raw.shape[0], 1))
+    y = pt.diff(pt.concatenate([zero, b, zero], axis=1), axis=1) / scale[:, None]
+    bent, log_bend = _bend(y, sigma)
+    eps = bent - bent.mean(axis=1, keepdims=True) + raw[:, nb : nb + 1] / np.sqrt(n)
+    log_jac = (
+        -0.5 * nb * pt.log(g2)
+        - nb * pt.log(scale)
+        + log_bend.sum(axis=1)
+        + pt.logsumexp(-log_bend, axis=1)
+        - 0.5 * np.log(n)
+    )
+    return eps, log_jac, [z]
 
 
 def _start_raw(
@@ -505,7 +509,7 @@ def _start_raw(
 
     ``terms`` are the graph's reference innovation mean, ``sigma``, pivot ``g2``,
     recurrence coefficient ``r``, step scale, initial level and centring terms
-    (:func:`_pinned_levels`, :func:`_bridge_levels`), evaluated here at the
+    (:func:`_pinned_levels`, :func:`_bridge_eps`), evaluated here at the
     model's (unjittered) initial point; the map ``raw -> path`` is then inverted
     step by step. Chains start on the data rather than on the prior-mean line:
     at T = 1000 a chain started on the line settled at ``sigma`` near 1.6 with
@@ -516,7 +520,7 @@ def _start_raw(
     fn = model.compile_fn(
         outs, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
     )
-    mean, sigma, g2, r, scale, init, shift, *rest = (
+    mean, sigma, g2, r, scale, init, shift = (
         np.asarray(v, dtype=float) for v in fn(model.initial_point())
     )
     mean = np.broadcast_to(mean, (level.shape[0], level.shape[1] - 1))
@@ -524,20 +528,36 @@ def _start_raw(
     steps = np.diff(np.concatenate([init[:, None], level[:, 1:]], axis=1), axis=1)
     if log_inc:
         floor = 0.1 * np.maximum(steps.mean(axis=1, keepdims=True), 1e-12)
-        y = _unbend((np.log(np.maximum(steps, floor)) - mean) / sigma, float(sigma))
+        eps = (np.log(np.maximum(steps, floor)) - mean) / sigma
+        if bridge:
+            # The path depends on eps - mean(eps) alone: shift eps so that its
+            # unbent steps sum to zero, and leave the common shift (raw's last column) at 0.
+            eps = eps - _bridge_shift(eps, float(sigma))[:, None]
+        y = _unbend(eps, float(sigma))
     else:
         y = (steps - mean) / sigma
     q = scale[:, None] * np.cumsum(y, axis=1)
-    if not bridge:
-        prev = np.concatenate([np.zeros((q.shape[0], 1)), q[:, :-1]], axis=1)
-        return np.sqrt(g2)[:, None] * (q - r[:, None] * prev) - shift
-    n = q.shape[1]
-    end = q[:, -1]
-    b = q[:, :-1] - np.arange(1, n, dtype=float)[None, :] / n * end[:, None]
-    prev = np.concatenate([np.zeros((b.shape[0], 1)), b[:, :-1]], axis=1)
-    raw_b = np.sqrt(g2)[:, None] * (b - r[:, None] * prev) - shift
-    raw_end = end / (scale * np.sqrt(n)) - np.sqrt(n) * float(rest[0])
-    return np.concatenate([raw_b, raw_end[:, None]], axis=1)
+    if bridge:
+        q = q[:, :-1]
+    prev = np.concatenate([np.zeros((q.shape[0], 1)), q[:, :-1]], axis=1)
+    raw = np.sqrt(g2)[:, None] * (q - r[:, None] * prev) - shift
+    if bridge:
+        raw = np.concatenate([raw, np.zeros((raw.shape[0], 1))], axis=1)
+    return raw
+
+
+def _bridge_shift(eps: NDArray[np.float64], sigma: float) -> NDArray[np.float64]:
+    """Per row, the ``delta`` with ``sum(unbend(eps - delta)) = 0``, by bisection.
+
+    ``unbend`` is increasing, so the sum falls strictly in ``delta``, and the
+    root lies between the row's smallest and largest ``eps``.
+    """
+    lo, hi = eps.min(axis=1), eps.max(axis=1)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        above = _unbend(eps - mid[:, None], sigma).sum(axis=1) > 0
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return 0.5 * (lo + hi)
 
 
 def _stationary_pivot(lower, upper):
@@ -591,7 +611,7 @@ def _realised_step(spec: Spec, data: DecouplingData, sigma, hier: set[str]) -> A
     per-unit growths pin) is kept on the derived ``mu``. The whitening is
     linearised at the median step ``exp(m - sigma^2 / 2)``, as it was at
     ``exp(mu)``; where each unit's growth is pinned, its levels are a bridge
-    (:func:`_bridge_levels`).
+    (:func:`_bridge_eps`).
     """
     process = spec.constraint.process
     if not (_whitened(spec) and PROCESSES[process].log_increment):
@@ -741,7 +761,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
             line = init[:, None] + cumulative_sum(
                 grow[:, None] * dev / dev.mean(axis=1, keepdims=True)
             )
-            q, log_jac, centre = _bridge_levels(
+            eps, log_jac, centre = _bridge_eps(
                 raw, target[:, 1:] - line, info_u, b_off, g2, r_u, scale, sigma, n
             )
         else:
@@ -749,13 +769,15 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
             line = init[:, None] + cumulative_sum(median_step)
             resid = target[:, 1:] - line
             q, log_jac, centre = _pinned_levels(raw, resid, info_u, b_off, g2, r_u, n)
-        y = pt.diff(pt.concatenate([pt.zeros((n_units, 1)), q], axis=1), axis=1) / scale[:, None]
-        if log_inc:
-            eps, log_bend = _bend(y, sigma)
-            log_jac = log_jac + log_bend.sum(axis=1)
-        else:
-            eps = y
-        pm.Potential("constraint_jacobian", (log_jac - n * pt.log(scale)).sum())
+            y = pt.diff(pt.concatenate([pt.zeros((n_units, 1)), q], axis=1), axis=1)
+            y = y / scale[:, None]
+            log_jac = log_jac - n * pt.log(scale)
+            if log_inc:
+                eps, log_bend = _bend(y, sigma)
+                log_jac = log_jac + log_bend.sum(axis=1)
+            else:
+                eps = y
+        pm.Potential("constraint_jacobian", log_jac.sum())
         pm.Potential("constraint_eps_prior", pm.logp(pm.Normal.dist(0.0, 1.0), eps).sum())
         ref_mean = mean
         if "realised" in p:
@@ -884,7 +906,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     ``constraint_log_realised_step`` (:func:`_realised_step`); each unit's
     path then ends at ``init + n exp(m)``, and ``constraint_raw`` whitens the
     bridge to that end and, in its last column, the steps' common shift
-    (:func:`_bridge_levels`).
+    (:func:`_bridge_eps`).
 
     With one feedback signal and one free loading fraction, the fraction is
     sampled as ``feedback_w_<regime>_sheared`` (:func:`_loadings`).

@@ -38,7 +38,7 @@ __all__ = ["Fit", "fit", "load_fit", "FILE_FORMAT_VERSION", "ConvergenceWarning"
 #: Version of the on-disk layout written by :meth:`Fit.save`; bump on breaking changes.
 #: 2: the decoupling model samples the realised mean step and a sheared loading
 #: fraction, so format-1 posteriors lack its free variables.
-#: 3: the last column of a bridged path's ``constraint_raw`` is the steps' common shift,
+#: 3: the last column of a bridged path's ``constraint_raw`` is the innovations' mean,
 #: so a format-2 ``constraint_raw`` maps to another path.
 FILE_FORMAT_VERSION = 3
 
