@@ -12,7 +12,7 @@ Usage::
 
     python benchmarks/bench_decoupling.py                  # T = 200 and 1000
     python benchmarks/bench_decoupling.py --steps 200 --draws 200 --tune 200
-    python benchmarks/bench_decoupling.py --parameterization noncentered --adaptation low_rank
+    python benchmarks/bench_decoupling.py --parameterization noncentered --adaptation diag
     python benchmarks/bench_decoupling.py --steps 60 --refits 3 --skip-numpyro
 
 ``--refits N`` then fits N more simulated data sets of the same length: the
@@ -154,9 +154,10 @@ def main() -> None:
         default="auto",
         choices=["auto", "whitened", "data_centered", "centered", "noncentered"],
     )
-    # pathlock.fit's default. nutpie's low-rank metric made each leapfrog step 3.6 times
-    # dearer after 1000 tuning draws at T = 1000 (benchmarks/README.md).
-    parser.add_argument("--adaptation", default="diag", choices=["diag", "low_rank"])
+    # Default: the spec's [sampler] adaptation, what pathlock.fit uses (low_rank unless set).
+    # At T = 1000 nutpie's low-rank metric made each leapfrog step 3.6 times dearer after
+    # 1000 tuning draws than diag (benchmarks/README.md).
+    parser.add_argument("--adaptation", default=None, choices=["diag", "low_rank"])
     parser.add_argument("--skip-numpyro", action="store_true")
     parser.add_argument(
         "--refits", type=int, default=0, help="more data sets per length, compiled model reused"
