@@ -751,8 +751,8 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         target = pm.Data("pilot_indicator", link)
         # With the realised mean step each unit's path ends at init + n exp(m) wherever raw
         # is, so its deviation from the straight line to that end is a bridge: the data see
-        # the levels between the ends and not the steps' common shift, which moves only mu.
-        # Whitened against the data, that shift was a ramp in raw stretched over all n
+        # the levels between the ends and not the innovations' mean, which moves only mu.
+        # Whitened against the data, that mean was a ramp in raw stretched over all n
         # coordinates: it mixed as slowly as mu (R-hat 1.05-1.08 at T = 1000).
         bridge = log_inc and "realised" in p and (p["realised"].ndim == 1 or n_units == 1)
         if bridge:
@@ -905,7 +905,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     goes further and samples its realised mean step,
     ``constraint_log_realised_step`` (:func:`_realised_step`); each unit's
     path then ends at ``init + n exp(m)``, and ``constraint_raw`` whitens the
-    bridge to that end and, in its last column, the steps' common shift
+    bridge to that end and, in its last column, the innovations' mean
     (:func:`_bridge_eps`).
 
     With one feedback signal and one free loading fraction, the fraction is
