@@ -577,17 +577,16 @@ def _log_mean_shift(spec: Spec, data: DecouplingData, sigma) -> tuple[str, Any, 
     process = spec.constraint.process
     if not PROCESSES[process].log_increment:
         return None
-    ref = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
     # A data-dependent initial value, so a symbolic one (see _observed).
-    start = pm.Data("pilot_log_mean_step", float(np.log(np.mean(ref.step))))
+    start = pm.Data("pilot_log_mean_step", _pilot_log_mean_step(spec, data, per_unit=False))
     return ("constraint_log_mean_step", 0.5 * sigma**2, start)
 
 
-def _pilot_log_mean_step(spec: Spec, data: DecouplingData) -> NDArray[np.float64]:
-    """Log of the first indicator's smoothed mean step, per unit."""
+def _pilot_log_mean_step(spec: Spec, data: DecouplingData, per_unit: bool) -> Any:
+    """Log of the first indicator's smoothed mean step, per unit or pooled over units."""
     first = spec.indicators[0]
     ref = pilot(spec.constraint.process, data[first.column], first.family)
-    return np.log(ref.step)
+    return np.log(ref.step) if per_unit else float(np.log(np.mean(ref.step)))
 
 
 def _realised_step(spec: Spec, data: DecouplingData, sigma, hier: set[str]) -> Any:
@@ -618,12 +617,10 @@ def _realised_step(spec: Spec, data: DecouplingData, sigma, hier: set[str]) -> A
         return None
     if _is_fixed(spec.prior("constraint_mu")):
         return None
-    if "constraint_mu" in hier:
-        initval = pm.Data("pilot_log_mean_step", _pilot_log_mean_step(spec, data))
+    per_unit = "constraint_mu" in hier
+    initval = pm.Data("pilot_log_mean_step", _pilot_log_mean_step(spec, data, per_unit))
+    if per_unit:
         return pm.Flat("constraint_log_realised_step", dims=dims.UNIT, initval=initval)
-    first = spec.indicators[0]
-    ref = pilot(process, data[first.column], first.family)
-    initval = pm.Data("pilot_log_mean_step", float(np.log(np.mean(ref.step))))
     return pm.Flat("constraint_log_realised_step", initval=initval)
 
 
