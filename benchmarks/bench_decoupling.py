@@ -27,7 +27,18 @@ import time
 
 import numpy as np
 
-SCALARS = ["constraint_mu", "constraint_sigma", "indicator_sigma", "feedback_w", "hazard_slope"]
+SCALARS = [
+    "constraint_mu",
+    "constraint_sigma",
+    "constraint_init",
+    "indicator_sigma",
+    "feedback_a",
+    "feedback_b",
+    "feedback_w",
+    "feedback_sigma",
+    "hazard_intercept",
+    "hazard_slope",
+]
 
 
 def _spec(parameterization: str):
@@ -43,12 +54,22 @@ def _spec(parameterization: str):
 
 
 def _summary(tree, names, wall):
+    """Wall time, bulk ESS and R-hat over ``names``, and R-hat over every sampled variable.
+
+    ``rhat_all`` includes the latent path and the sampler's own coordinates
+    (``constraint_raw``): the issue's R-hat < 1.01 is over everything sampled.
+    Constant entries (``feedback_w`` in ``tracking``) have no R-hat and are skipped.
+    """
     import arviz_stats as azs
 
     ess = azs.ess(tree, var_names=names)
     rhat = azs.rhat(tree, var_names=names)
     min_ess = min(float(ess[n].min()) for n in names)
     max_rhat = max(float(rhat[n].max()) for n in names)
+    every = list(tree.posterior.data_vars)
+    rhat_every = azs.rhat(tree, var_names=every)
+    worst = {n: float(np.nanmax(rhat_every[n].values)) for n in every}
+    worst_name = max(worst, key=lambda n: worst[n])
     div = int(tree.sample_stats["diverging"].sum())
     return {
         "wall_s": wall,
@@ -56,6 +77,13 @@ def _summary(tree, names, wall):
         "ess_per_s": min_ess / wall,
         "div": div,
         "max_rhat": max_rhat,
+        "rhat_all": worst[worst_name],
+        "rhat_all_name": worst_name,
+        "tree": (
+            float(np.median(tree.sample_stats["n_steps"].values))
+            if "n_steps" in tree.sample_stats
+            else float("nan")
+        ),
     }
 
 
@@ -74,6 +102,7 @@ def run_pathlock(df, args, seed=1):
         chains=args.chains,
         seed=seed,
         adaptation=args.adaptation,
+        target_accept=args.target_accept,
     )
     wall = time.perf_counter() - t0
     tree = res.idata
@@ -140,7 +169,7 @@ def run_numpyro(df, args):
     import arviz_base as azb
 
     tree = azb.from_numpyro(mcmc)
-    return _summary(tree, SCALARS, wall)
+    return _summary(tree, [n for n in SCALARS if n in tree.posterior], wall)
 
 
 def main() -> None:
@@ -154,10 +183,18 @@ def main() -> None:
         default="auto",
         choices=["auto", "whitened", "data_centered", "centered", "noncentered"],
     )
-    # Default: the spec's [sampler] adaptation, what pathlock.fit uses (low_rank unless set).
-    # At T = 1000 nutpie's low-rank metric made each leapfrog step 3.6 times dearer after
-    # 1000 tuning draws than diag (benchmarks/README.md).
+    # Default: the spec's [sampler] settings, what pathlock.fit uses (diag, 0.95 unless
+    # set). At T = 1000 nutpie's low-rank metric made each leapfrog step 3.6 times dearer
+    # after 1000 tuning draws than diag, and 0.95 doubles the trees (benchmarks/README.md).
     parser.add_argument("--adaptation", default=None, choices=["diag", "low_rank"])
+    parser.add_argument("--target-accept", type=float, default=None)
+    parser.add_argument(
+        "--fit-seeds",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="fit the first data set with each seed (compiled model reused after the first)",
+    )
     parser.add_argument("--skip-numpyro", action="store_true")
     parser.add_argument(
         "--refits", type=int, default=0, help="more data sets per length, compiled model reused"
@@ -169,7 +206,10 @@ def main() -> None:
     rows = []
     for n_steps in args.steps:
         df, _ = simulate(_spec(args.parameterization), n_steps=n_steps, seed=1)
-        rows.append(("pathlock/" + args.parameterization, n_steps, run_pathlock(df, args)))
+        for k, fit_seed in enumerate(args.fit_seeds):
+            label = "pathlock/" + args.parameterization
+            label += f" seed {fit_seed}" + (" (reused)" if k else "")
+            rows.append((label, n_steps, run_pathlock(df, args, fit_seed)))
         if args.refits:
             refits = [
                 run_pathlock(
@@ -177,15 +217,24 @@ def main() -> None:
                 )
                 for s in range(2, 2 + args.refits)
             ]
-            median = {k: float(np.median([r[k] for r in refits])) for k in refits[0]}
+            median = {
+                k: float(np.median([r[k] for r in refits]))
+                for k in refits[0]
+                if k != "rhat_all_name"
+            }
             rows.append((f"  reused x{args.refits} (median)", n_steps, median))
         if not args.skip_numpyro:
             rows.append(("numpyro/noncentred", n_steps, run_numpyro(df, args)))
-    print(f"{'engine':<24}{'T':>6}{'wall s':>10}{'min ESS':>10}{'ESS/s':>10}{'div':>7}{'R-hat':>8}")
+    print(
+        f"{'engine':<32}{'T':>6}{'wall s':>10}{'min ESS':>10}{'ESS/s':>10}{'div':>7}"
+        f"{'tree':>6}{'R-hat':>8}  R-hat, all variables (worst)"
+    )
     for name, n_steps, r in rows:
+        worst = f"{r['rhat_all']:.3f} ({r['rhat_all_name']})" if "rhat_all_name" in r else ""
         print(
-            f"{name:<24}{n_steps:>6}{r['wall_s']:>10.1f}{r['min_ess']:>10.0f}"
-            f"{r['ess_per_s']:>10.2f}{r['div']:>7.0f}{r['max_rhat']:>8.3f}"
+            f"{name:<32}{n_steps:>6}{r['wall_s']:>10.1f}{r['min_ess']:>10.0f}"
+            f"{r['ess_per_s']:>10.2f}{r['div']:>7.0f}{r['tree']:>6.0f}"
+            f"{r['max_rhat']:>8.3f}  {worst}"
         )
 
 

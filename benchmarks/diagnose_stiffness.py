@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=150)
     parser.add_argument("--data-seed", type=int, default=1)
     parser.add_argument("--fit-seed", type=int, default=3)
+    parser.add_argument("--adaptation", default="diag", choices=["diag", "low_rank"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -59,7 +60,7 @@ def main() -> None:
         chains=1,
         seed=args.fit_seed,
         cores=1,
-        adaptation="low_rank",
+        adaptation=args.adaptation,
         target_accept=spec.sampler.target_accept,
         store_unconstrained=True,
         progress_bar=False,

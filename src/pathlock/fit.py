@@ -40,7 +40,9 @@ __all__ = ["Fit", "fit", "load_fit", "FILE_FORMAT_VERSION", "ConvergenceWarning"
 #: fraction, so format-1 posteriors lack its free variables.
 #: 3: the last column of a bridged path's ``constraint_raw`` is the innovations' mean,
 #: so a format-2 ``constraint_raw`` maps to another path.
-FILE_FORMAT_VERSION = 3
+#: 4: the ratchet's whitened steps are bent with a floor (``decoupling._bend``), so a
+#: format-3 ``constraint_raw`` maps to another path.
+FILE_FORMAT_VERSION = 4
 
 Sampler = Literal["nutpie", "pymc"]
 
