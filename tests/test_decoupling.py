@@ -22,9 +22,7 @@ def _innovation(built):
     from pytensor.graph.traversal import ancestors
 
     return next(
-        v
-        for v in ancestors([built.extras["constraint"]])
-        if v.name == "constraint_innovation_path"
+        v for v in ancestors([built.extras["constraint"]]) if v.name == "constraint_innovation_path"
     )
 
 
