@@ -1079,10 +1079,11 @@ def build(spec: Spec, data: DecouplingData) -> Built:
 
         # ---- feedback: Y_mkt = a_mk + b_m w_k C_t + noise_mk
         # Chains start at the feedback's own line on the indicator: over the tracking
-        # steps for tracking, over the series' second half for the other regimes.
-        # Started at the priors' centres (log density -1e4 to -5e4 at T = 1000), the
-        # first trajectories of one chain in three flung it into the minor mode where
-        # nothing decouples and the intercepts carry the switch, and it stayed there.
+        # steps for tracking, over the series' second half for the other regimes. With
+        # these, the sheared loading's start (_loading_shear) and hazard_slope's, the
+        # unjittered start's log density at T = 1000 is -1.7e3 (-2.8e5 before); far
+        # from the data, the first trajectories flung chains into the minor mode where
+        # nothing decouples (one chain in two of three fit seeds), and they stayed.
         _, a_track, s_track = _feedback_fit(spec, data, "tracking")
         _, a_late, s_late = _feedback_fit(spec, data, "late")
         by_regime = np.array([[0] + [1] * (k - 1)])
@@ -1336,9 +1337,9 @@ def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
             (),
             hier="hazard_slope" in hier,
             # 0 (a hazard that ignores the constraint) in every chain: a jitter of 1 moves
-            # the logit by 90 at the end of a T = 1000 series, and one chain in two of three
-            # fit seeds then settled where nothing decouples. Not exactly 0: entries that
-            # only their prior informs would have a zero gradient, which nutpie refuses.
+            # the logit by 90 at the end of a T = 1000 series; unjittered, one of the two
+            # fit seeds with a chain where nothing decouples lost it. Not exactly 0: entries
+            # that only their prior informs would have a zero gradient, which nutpie refuses.
             initval=np.full((k, k), 1e-3),
         )
     eta = cov = None
