@@ -299,7 +299,7 @@ def test_bend_is_a_smooth_bijection_whose_step_slope_is_bounded(sigma):
       ``sigma`` everywhere and at least ``0.95 sigma`` from the median up:
       the near-constant slope that keeps rough moves of ``y`` out of the
       realised path's ramp (the previous map had slope ``sigma * h`` below
-      the median and fails the second bound);
+      the median and fails the second bound for sigma >= 0.6);
     - far below the floor ``c``, ``eps`` is linear in ``y`` with slope
       ``1 / c``, and far above it ``h = 1 + sigma * y``.
     """
