@@ -901,7 +901,8 @@ class SamplerSpec:
         large, and the smaller step size removes most of them (first 24 SBC
         simulations, T = 60: 13-15 fits with a divergence at 0.8, 6 at 0.95).
         For long series 0.8 is enough and twice as fast (T = 1000: trees of
-        31 leapfrog steps against 63, no divergences; benchmarks/README.md).
+        31 leapfrog steps against 63, 1 divergent draw in 3 fits of 4000;
+        benchmarks/README.md).
     sampler : {"nutpie", "pymc"}
     adaptation : {"diag", "low_rank"}
         nutpie's mass-matrix adaptation: (default) diagonal, or diagonal plus a
