@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pathlock import dims
+from pathlock.compiled import compile_nutpie
 from pathlock.data import from_dataframe
 from pathlock.decoupling import build, loglike
 from pathlock.errors import SpecError
@@ -73,7 +74,7 @@ def test_samples_briefly(process, n_regimes, structure):
 
     spec = _spec(process, n_regimes, structure)
     data, _ = _data(spec, 20, seed=3)
-    compiled = nutpie.compile_pymc_model(build(spec, data).model)
+    compiled = compile_nutpie(build(spec, data).model)
     tree = nutpie.sample(compiled, draws=10, tune=20, chains=1, seed=1, progress_bar=False)
     c = tree.posterior["constraint"]
     assert c.sizes[dims.TIME] == 20

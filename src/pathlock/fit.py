@@ -32,6 +32,7 @@ from pathlock import dims
 from pathlock.build import Built, ModelSpec, spec_class
 from pathlock.errors import PathlockError, ResultFileError
 from pathlock.hmm import ForwardBackwardResult, _forward_backward, _standardise
+from pathlock.spec import SamplerSpec, default_target_accept
 
 __all__ = ["Fit", "fit", "load_fit", "FILE_FORMAT_VERSION", "ConvergenceWarning"]
 
@@ -316,7 +317,9 @@ def fit(
     sampler : {"nutpie", "pymc"}, optional
         nutpie with its numba backend (default) or PyMC's NUTS.
     target_accept : float, optional
-        Target acceptance rate (default from the spec, else the sampler's 0.8).
+        Target acceptance rate: default from the spec; where a decoupling
+        model's spec sets none, chosen by series length
+        (:func:`pathlock.spec.default_target_accept`); else the sampler's 0.8.
     adaptation : {"diag", "low_rank"}, optional
         nutpie's mass-matrix adaptation (default from the spec, else ``"diag"``);
         ``"low_rank"`` also learns the few most correlated directions.
@@ -358,6 +361,8 @@ def fit(
         raise PathlockError(f"target_accept must lie in (0, 1); found {target_accept}")
 
     prepared = spec.prepare_data(data)
+    if target_accept is None and isinstance(getattr(spec, "sampler", None), SamplerSpec):
+        target_accept = default_target_accept(prepared.n_steps)
     built = spec.build(prepared)
     if sampler == "nutpie":
         compiled = _compile_nutpie(built, spec, lambda: spec.build(prepared))
@@ -411,22 +416,24 @@ COMPILED_CACHE_SIZE = 8
 
 
 def _compile(built: Built) -> Any:
-    import nutpie
+    from pathlock.compiled import compile_nutpie
 
     model = built.model
     jitter = {rv for rv in model.free_RVs if rv.name not in built.unjittered}
     with warnings.catch_warnings():
         # An object-mode fallback would be silently 100x slower: make it loud.
         warnings.filterwarnings("error", message="Numba will use object mode")
-        return nutpie.compile_pymc_model(model, backend="numba", jitter_rvs=jitter)
+        return compile_nutpie(model, jitter_rvs=jitter)
 
 
 def _compile_nutpie(built: Built, spec: Any, rebuild: Callable[[], Built]) -> Any:
     """The compiled nutpie model for ``built``, reusing one compiled for the same graph.
 
-    Compiling the decoupling model with numba takes 20-70 s; sampling it at
-    T = 60 takes a few seconds.  Where every data-dependent value of the graph
-    is a ``pm.Data`` (``built.data_shared``), a model compiled earlier for the
+    Compiling the decoupling model with numba takes 20-70 s the first time a
+    graph is seen (about 5 s at T = 1000 once its callbacks are in the disk
+    cache, :mod:`pathlock.compiled`); sampling it at T = 60 takes a few
+    seconds.  Where every data-dependent value of the graph is a ``pm.Data``
+    (``built.data_shared``), a model compiled earlier for the
     same spec and data shapes samples the new data once they are swapped in,
     which is what simulation studies, SBC and refits of the same model need.
     A hit is confirmed by comparing the two graphs node by node with the data

@@ -1,0 +1,215 @@
+"""nutpie models whose compiled callbacks are kept in PyTensor's on-disk numba cache.
+
+``nutpie.compile_pymc_model`` wraps PyTensor's log-density function (and the
+function that expands a draw into the trace) in a numba ``cfunc`` with the C
+signature nuts-rs calls. PyTensor caches its own function on disk, but numba
+links the cached function's LLVM IR into the wrapper and optimises and
+generates machine code for the whole module again, and the wrapper itself is
+never cached (its shared-data keys are random per compile). For the canonical
+model at T = 1000 that is about 17 s of every compile, cache warm or not
+(benchmarks/README.md, "A disk cache for nutpie's callbacks").
+
+:func:`compile_nutpie` builds the same :class:`nutpie.compile_pymc.CompiledPyMCModel`
+with wrappers that numba can cache: their source is fixed, their shared-data
+keys are deterministic, and they are registered under a key that hashes
+PyTensor's own cache key of the wrapped graph together with everything else
+the machine code depends on (dimensions, the layout of the shared-data record,
+the wrapper source, the numba, nutpie and PyTensor versions). A later compile of the same
+graph loads the wrappers' machine code instead of compiling them.
+
+Where PyTensor has no cache key for the graph (``numba__cache`` off, or an Op
+without one) the model is compiled by ``nutpie.compile_pymc_model`` unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+#: Bumped whenever the wrappers' source or calling convention changes.
+_WRAPPER_VERSION = "1"
+
+# nuts-rs's return codes (nutpie.compile_pymc._make_c_logp_func): 0 ok, 1 an
+# exception in the graph, 3 a non-finite gradient, 4 a non-finite log density.
+_LOGP_SRC = """
+def pathlock_logp(dim, x_, out_, logp_, user_data_):
+    if dim != N_DIM:
+        return -1
+    try:
+        x = carray(x_, (N_DIM,))
+        out = carray(out_, (N_DIM,))
+        logp = carray(logp_, ())
+        logp_val, grad = extract(x, user_data_)
+        logp[()] = logp_val
+        finite = True
+        for i in range(N_DIM):
+            out[i] = grad[i]
+            if not isfinite(grad[i]):
+                finite = False
+        if not finite:
+            return 3
+        if not isfinite(logp_val):
+            return 4
+    except Exception:  # noqa: BLE001
+        return 1
+    return 0
+"""
+
+_EXPAND_SRC = """
+def pathlock_expand(dim, expanded, x_, out_, user_data_):
+    if dim != N_DIM:
+        return -1
+    if expanded != N_EXPANDED:
+        return -1
+    try:
+        x = carray(x_, (N_DIM,))
+        out = carray(out_, (N_EXPANDED,))
+        (values,) = extract(x, user_data_)
+        for i in range(N_EXPANDED):
+            out[i] = values[i]
+    except Exception:  # noqa: BLE001
+        return -2
+    return 0
+"""
+
+
+def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> Any:
+    """Compile ``model`` for nutpie's numba backend, caching its callbacks on disk.
+
+    Parameters
+    ----------
+    model
+        The ``pm.Model`` to sample.
+    jitter_rvs
+        Free variables whose start gets nutpie's uniform(-1, 1) jitter in the
+        unconstrained space (``nutpie.compile_pymc_model``'s ``jitter_rvs``).
+
+    Returns
+    -------
+    nutpie.compile_pymc.CompiledPyMCModel
+        What ``nutpie.compile_pymc_model(model, backend="numba",
+        jitter_rvs=jitter_rvs)`` returns, with the same log density, trace and
+        initial points.
+    """
+    import numba
+    import nutpie
+    import pytensor
+    from nutpie import compile_pymc as cp
+    from pymc.initial_point import make_initial_point_fn
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
+
+    jitter = set(model.free_RVs) if jitter_rvs is None else set(jitter_rvs)
+    point_fn = cp._wrap_with_lock(
+        make_initial_point_fn(
+            model=model,
+            default_strategy="support_point",
+            jitter_rvs=jitter,
+            return_transformed=True,
+        )
+    )
+    n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = (
+        cp._make_functions(
+            model,
+            mode="NUMBA",
+            compute_grad=True,
+            join_expanded=True,
+            pymc_initial_point_fn=point_fn,
+        )
+    )
+    graph_keys = [CACHED_SRC_FUNCTIONS.get(f.vm.jit_fn.py_func) for f in (logp_pt, expand_pt)]
+    if any(key is None for key in graph_keys):
+        return nutpie.compile_pymc_model(model, backend="numba", jitter_rvs=jitter)
+
+    # Keys in order of first use, named by position: the record's layout (and so
+    # the machine code that reads it) is then a function of the graphs alone.
+    shared_vars: list[Any] = []
+    for var in [*logp_pt.get_shared(), *expand_pt.get_shared()]:
+        if var not in shared_vars:
+            shared_vars.append(var)
+    shared_var_keys = {var: f"s{i}" for i, var in enumerate(shared_vars)}
+    shared_data = {
+        shared_var_keys[var]: np.array(var.get_value(), order="C", copy=True) for var in shared_vars
+    }
+    for value in shared_data.values():
+        value.flags.writeable = False
+    user_data = cp.make_user_data(shared_var_keys, shared_data)
+
+    # PyTensor's graph key does not change with PyTensor's version; ours does.
+    versions = (_WRAPPER_VERSION, numba.__version__, nutpie.__version__, pytensor.__version__)
+    signature_logp = numba.types.int64(
+        numba.types.uint64,
+        numba.types.CPointer(numba.types.double),
+        numba.types.CPointer(numba.types.double),
+        numba.types.CPointer(numba.types.double),
+        numba.types.voidptr,
+    )
+    signature_expand = numba.types.int64(
+        numba.types.uint64,
+        numba.types.uint64,
+        numba.types.CPointer(numba.types.double),
+        numba.types.CPointer(numba.types.double),
+        numba.types.voidptr,
+    )
+    callbacks = []
+    for fn_pt, graph_key, src, name, signature in (
+        (logp_pt, graph_keys[0], _LOGP_SRC, "pathlock_logp", signature_logp),
+        (expand_pt, graph_keys[1], _EXPAND_SRC, "pathlock_expand", signature_expand),
+    ):
+        keys = [shared_var_keys[var] for var in fn_pt.get_shared()]
+        extract = cp.make_extraction_fn(fn_pt.vm.jit_fn, shared_data, keys, user_data.dtype)
+        layout = [(k, shared_data[k].ndim, shared_data[k].dtype.str) for k in keys]
+        key = hashlib.sha256(
+            repr(
+                (versions, graph_key, src, n_dim, n_expanded, user_data.dtype.descr, layout)
+            ).encode()
+        ).hexdigest()
+        callbacks.append(_cached_cfunc(src, name, signature, key, extract, n_dim, n_expanded))
+
+    dims, coords = cp._prepare_dims_and_coords(model, shape_info, reparam)
+    return cp.CompiledPyMCModel(
+        _n_dim=n_dim,
+        dims=dims,
+        _coords=coords,
+        _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info, strict=True)},
+        compiled_logp_func=callbacks[0],
+        compiled_expand_func=callbacks[1],
+        initial_point_func=initial_point_fn,
+        shared_data=shared_data,
+        shared_var_keys=shared_var_keys,
+        user_data=user_data,
+        n_expanded=n_expanded,
+        shape_info=shape_info,
+        logp_func=logp_pt,
+        expand_func=expand_pt,
+        reparameterized_names=reparam,
+    )
+
+
+def _cached_cfunc(
+    src: str, name: str, signature: Any, key: str, extract: Any, n_dim: int, n_expanded: int
+) -> Any:
+    """A numba ``cfunc`` of ``src`` that PyTensor's cache locator stores under ``key``."""
+    import numba
+    from pytensor.link.numba.cache import compile_numba_function_src
+
+    env = {
+        # numba rebuilds a cached function's environment from its module's name.
+        "__name__": __name__,
+        "carray": numba.carray,
+        "isfinite": np.isfinite,
+        "extract": extract,
+        "N_DIM": n_dim,
+        "N_EXPANDED": n_expanded,
+    }
+    fn = compile_numba_function_src(src, name, global_env=env, cache_key=f"pathlock_{key}")
+    with warnings.catch_warnings():
+        # Data larger than numba freezes into the code makes a wrapper uncachable;
+        # it is then compiled as nutpie would, which is correct, only slower.
+        warnings.filterwarnings("ignore", message="Cannot cache compiled function")
+        cfunc = numba.cfunc(signature, cache=True)(fn)
+        cfunc.address  # noqa: B018  # compile (or load) now, under the filter
+    return cfunc

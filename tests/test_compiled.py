@@ -1,0 +1,140 @@
+"""pathlock.compiled: nutpie's callbacks, cached on disk, computing what nutpie's do."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from pathlock.compiled import compile_nutpie
+
+_P = ctypes.POINTER(ctypes.c_double)
+
+
+def _model(y, bound=None):
+    """Two data arrays (one of them 2-d), a transformed and an untransformed
+    parameter, a deterministic; with ``bound``, a check that raises above it."""
+    with pm.Model(coords={"obs": np.arange(len(y))}) as model:
+        data = pm.Data("y", y, dims="obs")
+        scale = pm.Data("scale", np.ones((2, len(y))))
+        mu = pm.Normal("mu", 0.0, 5.0)
+        sigma = pm.HalfNormal("sigma", 2.0)
+        pm.Deterministic("shifted", mu + data, dims="obs")
+        pm.Normal("obs_y", mu, sigma * scale[0], observed=data, dims="obs")
+        if bound is not None:
+            check = pytensor.raise_op.Assert("mu above the bound")(mu, pt.lt(mu, bound))
+            pm.Potential("check", 1e-9 * check**2)
+    return model
+
+
+def _logp(compiled, x):
+    n = compiled.n_dim
+    x = np.ascontiguousarray(x, dtype=float)
+    grad, logp = np.zeros(n), np.zeros(1)
+    code = compiled.compiled_logp_func.ctypes(
+        n,
+        x.ctypes.data_as(_P),
+        grad.ctypes.data_as(_P),
+        logp.ctypes.data_as(_P),
+        compiled.user_data.ctypes.data_as(ctypes.c_void_p),
+    )
+    return code, logp[0], grad
+
+
+def _expand(compiled, x):
+    x = np.ascontiguousarray(x, dtype=float)
+    out = np.zeros(compiled.n_expanded)
+    code = compiled.compiled_expand_func.ctypes(
+        compiled.n_dim,
+        compiled.n_expanded,
+        x.ctypes.data_as(_P),
+        out.ctypes.data_as(_P),
+        compiled.user_data.ctypes.data_as(ctypes.c_void_p),
+    )
+    return code, out
+
+
+@pytest.fixture(scope="module")
+def y():
+    return np.random.default_rng(5).normal(1.0, 0.5, size=40)
+
+
+def test_same_density_trace_and_starts_as_nutpie(y):
+    """Log density, gradient, expanded draw and jittered starts equal nutpie's own
+    compile, at several points; the layout nutpie reads them with is the same."""
+    import nutpie
+
+    model = _model(y)
+    ours = compile_nutpie(model, jitter_rvs=set(model.free_RVs))
+    theirs = nutpie.compile_pymc_model(model, backend="numba", jitter_rvs=set(model.free_RVs))
+    assert (ours.n_dim, ours.n_expanded) == (theirs.n_dim, theirs.n_expanded)
+    assert ours.shapes == theirs.shapes
+    assert ours.dims == theirs.dims
+    assert ours.shape_info[0] == theirs.shape_info[0]
+    for x in np.random.default_rng(1).normal(size=(5, ours.n_dim)):
+        code, logp, grad = _logp(ours, x)
+        code_t, logp_t, grad_t = _logp(theirs, x)
+        assert code == code_t == 0
+        assert logp == logp_t
+        np.testing.assert_array_equal(grad, grad_t)
+        code, out = _expand(ours, x)
+        code_t, out_t = _expand(theirs, x)
+        assert code == code_t == 0
+        np.testing.assert_array_equal(out, out_t)
+    for seed in (0, 7):
+        start, start_t = ours.initial_point_func(seed), theirs.initial_point_func(seed)
+        np.testing.assert_array_equal(start, start_t)
+
+
+def test_second_compile_loads_the_callbacks_from_disk(y):
+    """The same graph compiled again loads both callbacks from the disk cache."""
+    compile_nutpie(_model(y))
+    again = compile_nutpie(_model(y))
+    assert again.compiled_logp_func.cache_hits == 1
+    assert again.compiled_expand_func.cache_hits == 1
+
+
+def test_cached_callbacks_read_the_data_they_are_given(y):
+    """A callback loaded from the cache reads the data of its own model (and data
+    swapped in with ``with_data``), not the data it was first compiled with."""
+    first = compile_nutpie(_model(y))
+    other = y[::-1] + 3.0
+    loaded = compile_nutpie(_model(other))
+    assert loaded.compiled_logp_func.cache_hits == 1
+    swapped = first.with_data(y=other)
+    x = np.array([0.3, -0.2])
+    expected = _model(other).compile_logp()({"mu": 0.3, "sigma_log__": -0.2})
+    for compiled in (loaded, swapped):
+        code, logp, _ = _logp(compiled, x)
+        assert code == 0
+        np.testing.assert_allclose(logp, expected, rtol=1e-12)
+        _, out = _expand(compiled, x)
+        np.testing.assert_allclose(out[-len(y) :], 0.3 + other, rtol=1e-12)
+    _, logp_first, _ = _logp(first, x)
+    assert abs(logp_first - expected) > 1.0
+
+
+def test_an_error_in_the_graph_is_reported_as_nutpie_reports_it(y):
+    """An exception inside the graph returns nuts-rs's error code (1), as nutpie's
+    own callback does, from a compiled and from a cache-loaded callback."""
+    import nutpie
+
+    theirs = nutpie.compile_pymc_model(_model(y, bound=2.0), backend="numba")
+    for ours in (compile_nutpie(_model(y, bound=2.0)), compile_nutpie(_model(y, bound=2.0))):
+        for x, expected in (([0.5, 0.0], 0), ([3.0, 0.0], 1)):
+            assert _logp(ours, x)[0] == _logp(theirs, x)[0] == expected
+
+
+def test_without_pytensor_cache_keys_nutpie_compiles(y):
+    """With PyTensor's numba cache off there is no key to store the callbacks
+    under: the model is compiled by nutpie itself (its random shared-data keys)."""
+    with pytensor.config.change_flags(numba__cache=False):
+        compiled = compile_nutpie(_model(y))
+    assert compiled.compiled_logp_func.cache_hits == 0
+    assert all(len(key) == 32 for key in compiled.shared_var_keys.values())
+    code, logp, _ = _logp(compiled, np.zeros(2))
+    assert code == 0 and np.isfinite(logp)
