@@ -326,3 +326,38 @@ def test_regime_inputs_take_the_latent_path_the_posterior_holds():
     np.testing.assert_allclose(inputs.extras["constraint"], path, rtol=0, atol=1e-12)
     # The indicator's log-density moves with the path: the emissions are evaluated on it.
     assert np.abs(inputs.log_emit - recomputed.log_emit).max() > 1.0
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "spec_value", "expected"), [(60, None, 0.95), (600, None, 0.9), (600, 0.8, 0.8)]
+)
+def test_decoupling_fit_takes_target_accept_by_length_unless_set(
+    monkeypatch, n_steps, spec_value, expected
+):
+    """The decoupling model's unset target_accept is chosen from the series length
+    (pathlock.spec.default_target_accept); a value in the spec is used as is."""
+    import dataclasses
+
+    from pathlock.simulate import simulate
+    from pathlock.spec import Spec
+
+    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
+    spec = dataclasses.replace(
+        spec, sampler=dataclasses.replace(spec.sampler, target_accept=spec_value)
+    )
+    df, _ = simulate(spec, n_steps=n_steps, seed=1)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def sample(built, compiled, draws, tune, chains, seed, target_accept, *rest):
+        seen.append(target_accept)
+        raise Stop
+
+    fit_module = importlib.import_module("pathlock.fit")
+    monkeypatch.setattr(fit_module, "_compile_nutpie", lambda *args: None)
+    monkeypatch.setattr(fit_module, "_sample_nutpie", sample)
+    with pytest.raises(Stop):
+        fit(spec, df)
+    assert seen == [expected]

@@ -888,6 +888,20 @@ class UnitSpec:
         return out
 
 
+#: Series at least this long get the smaller target acceptance rate by default.
+LONG_SERIES = 500
+
+
+def default_target_accept(n_steps: int) -> float:
+    """NUTS's target acceptance rate for the decoupling model when the spec sets none.
+
+    0.95 for series shorter than :data:`LONG_SERIES` time steps, 0.9 from
+    there on (measured in benchmarks/README.md, "A disk cache for nutpie's
+    callbacks, and the target acceptance rate by series length").
+    """
+    return 0.95 if n_steps < LONG_SERIES else 0.9
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """Default sampler options (TOML table ``[sampler]``); ``fit`` arguments override them.
@@ -895,14 +909,15 @@ class SamplerSpec:
     Attributes
     ----------
     draws, tune, chains : int
-    target_accept : float
-        In (0, 1); 0.95 by default. In short series the divergences left after
-        the path's whitening sit where the prior leaves ``constraint_sigma``
-        large, and the smaller step size removes most of them (first 24 SBC
-        simulations, T = 60: 13-15 fits with a divergence at 0.8, 6 at 0.95).
-        For long series 0.8 is enough and twice as fast (T = 1000: trees of
-        31 leapfrog steps against 63, 1 divergent draw in 3 fits of 4000;
-        benchmarks/README.md).
+    target_accept : float or None
+        In (0, 1). None (the default) chooses by series length
+        (:func:`default_target_accept`): 0.95 below 500 time steps, 0.9 from 500
+        on. In short series the divergences left after the path's whitening
+        sit where the prior leaves ``constraint_sigma`` large, and the smaller
+        step size removes most of them (T = 200, 5 fit seeds: 56-131 divergent
+        draws per fit at 0.9, 1-16 at 0.95). In long series 0.95 only costs
+        time (T = 1000: trees of 63 leapfrog steps against 31 at 0.9, and no
+        divergent draw at 0.9 in 3 fits; benchmarks/README.md).
     sampler : {"nutpie", "pymc"}
     adaptation : {"diag", "low_rank"}
         nutpie's mass-matrix adaptation: (default) diagonal, or diagonal plus a
@@ -914,7 +929,7 @@ class SamplerSpec:
     draws: int = 1000
     tune: int = 1000
     chains: int = 4
-    target_accept: float = 0.95
+    target_accept: float | None = None
     sampler: SamplerName = "nutpie"
     adaptation: Adaptation = "diag"
 
@@ -927,13 +942,18 @@ class SamplerSpec:
             draws=t.integer("draws", 1000, minimum=1),  # type: ignore[arg-type]
             tune=t.integer("tune", 1000, minimum=0),  # type: ignore[arg-type]
             chains=t.integer("chains", 4, minimum=1),  # type: ignore[arg-type]
-            target_accept=t.number("target_accept", 0.95, low=0.0, high=1.0),
+            target_accept=(
+                t.number("target_accept", 0.0, low=0.0, high=1.0)
+                if "target_accept" in t.raw
+                else None
+            ),
             sampler=t.choice("sampler", get_args(SamplerName), "nutpie"),  # type: ignore[arg-type]
             adaptation=t.choice("adaptation", get_args(Adaptation), "diag"),  # type: ignore[arg-type]
         )
 
     def _to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # TOML has no null: an unset target_accept is left out, and read back unset.
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -1107,7 +1127,7 @@ class Spec:
         draws = 1000
         tune = 1000
         chains = 4
-        target_accept = 0.95
+        # target_accept = 0.9          # default: 0.95 below 500 steps, 0.9 from 500
         sampler = "nutpie"             # nutpie | pymc
         adaptation = "diag"            # diag | low_rank (nutpie's mass matrix)
 
