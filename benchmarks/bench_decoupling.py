@@ -125,6 +125,7 @@ def run_numpyro(df, args):
     z = jnp.asarray(df["indicator"].to_numpy())
     y = jnp.asarray(df["feedback"].to_numpy())
     n = z.shape[0]
+    held_steps = _spec(args.parameterization).regimes.known_tracking
 
     def model():
         mu = numpyro.sample("constraint_mu", dist.Normal(-2.0, 1.5))
@@ -136,15 +137,21 @@ def run_numpyro(df, args):
         a = numpyro.sample("feedback_a", dist.Normal(0.0, 2.0).expand([2]))
         b = numpyro.sample("feedback_b", dist.Normal(0.0, 1.0))
         w = numpyro.sample("feedback_w", dist.Beta(1.0, 2.0))
-        sy = numpyro.sample("feedback_sigma", dist.HalfNormal(1.0))
+        sy = numpyro.sample("feedback_sigma", dist.HalfNormal(1.0).expand([2]))
         g0 = numpyro.sample("hazard_intercept", dist.Normal(-3.0, 1.5))
         g1 = numpyro.sample("hazard_slope", dist.Normal(0.0, 1.0))
         ind = dist.Normal(c, sz).log_prob(z)
         wk = jnp.array([1.0, 0.0]) + jnp.array([0.0, 1.0]) * w
-        fb = dist.Normal(a[None, :] + b * wk[None, :] * c[:, None], sy).log_prob(y[:, None])
+        fb = dist.Normal(a[None, :] + b * wk[None, :] * c[:, None], sy[None, :]).log_prob(
+            y[:, None]
+        )
         le = ind[:, None] + fb
         logit = g0 + g1 * c[:-1]
-        lp, lq = jax.nn.log_sigmoid(logit), jax.nn.log_sigmoid(-logit)
+        # The spec's known_tracking: no move into `decoupled` before step `held`. A
+        # finite floor, not -inf: logaddexp(-inf, -inf) has a NaN gradient.
+        held = jnp.arange(1, n) < held_steps
+        lp = jnp.where(held, -1e30, jax.nn.log_sigmoid(logit))
+        lq = jnp.where(held, 0.0, jax.nn.log_sigmoid(-logit))
 
         def step(alpha, inp):
             e, p_move, p_stay = inp
@@ -164,12 +171,15 @@ def run_numpyro(df, args):
         num_chains=args.chains,
         progress_bar=False,
     )
-    mcmc.run(jax.random.PRNGKey(1))
+    mcmc.run(jax.random.PRNGKey(1), extra_fields=("num_steps",))
     wall = time.perf_counter() - t0
     import arviz_base as azb
 
     tree = azb.from_numpyro(mcmc)
-    return _summary(tree, [n for n in SCALARS if n in tree.posterior], wall)
+    out = _summary(tree, [n for n in SCALARS if n in tree.posterior], wall)
+    # arviz's converter keeps only `diverging` of numpyro's sampler statistics.
+    out["tree"] = float(np.median(mcmc.get_extra_fields()["num_steps"]))
+    return out
 
 
 def main() -> None:
@@ -183,9 +193,9 @@ def main() -> None:
         default="auto",
         choices=["auto", "whitened", "data_centered", "centered", "noncentered"],
     )
-    # Default: the spec's [sampler] settings, what pathlock.fit uses (diag, 0.95 unless
-    # set). At T = 1000 nutpie's low-rank metric made each leapfrog step 3.6 times dearer
-    # after 1000 tuning draws than diag, and 0.95 doubles the trees (benchmarks/README.md).
+    # Default: the spec's [sampler] settings, what pathlock.fit uses (diag; target_accept
+    # by series length, pathlock.spec.default_target_accept). At T = 1000 nutpie's low-rank
+    # metric made each leapfrog step 3.6 times dearer after 1000 tuning draws than diag.
     parser.add_argument("--adaptation", default=None, choices=["diag", "low_rank"])
     parser.add_argument("--target-accept", type=float, default=None)
     parser.add_argument(
