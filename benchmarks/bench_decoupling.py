@@ -216,8 +216,11 @@ def main() -> None:
     from pathlock.simulate import simulate
 
     rows = []
-    for n_steps in args.steps:
-        df, _ = simulate(_spec(args.parameterization), n_steps=n_steps, seed=1)
+    datasets = {
+        n_steps: simulate(_spec(args.parameterization), n_steps=n_steps, seed=1)[0]
+        for n_steps in args.steps
+    }
+    for n_steps, df in datasets.items():
         for k, fit_seed in enumerate(args.fit_seeds):
             label = "pathlock/" + args.parameterization
             label += f" seed {fit_seed}" + (" (reused)" if k else "")
@@ -238,8 +241,7 @@ def main() -> None:
     # numpyro last: after a numpyro run in the same process, a pathlock fit at T = 1000
     # took 68.9 s against 47.7 s alone, and its draws differed (same seed).
     if not args.skip_numpyro:
-        for n_steps in args.steps:
-            df, _ = simulate(_spec(args.parameterization), n_steps=n_steps, seed=1)
+        for n_steps, df in datasets.items():
             rows.append(("numpyro/noncentred", n_steps, run_numpyro(df, args)))
     print(
         f"{'engine':<32}{'T':>6}{'wall s':>10}{'min ESS':>10}{'ESS/s':>10}{'div':>7}"
