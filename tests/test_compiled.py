@@ -131,10 +131,31 @@ def test_an_error_in_the_graph_is_reported_as_nutpie_reports_it(y):
 
 def test_without_pytensor_cache_keys_nutpie_compiles(y):
     """With PyTensor's numba cache off there is no key to store the callbacks
-    under: the model is compiled by nutpie itself (its random shared-data keys)."""
+    under: they are nutpie's own, compiled once (no second graph build), and
+    compute what the cached ones do."""
+    import nutpie.compile_pymc as cp
+
+    calls = []
+    real = cp._make_functions
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
     with pytensor.config.change_flags(numba__cache=False):
-        compiled = compile_nutpie(_model(y))
-    assert compiled.compiled_logp_func.cache_hits == 0
-    assert all(len(key) == 32 for key in compiled.shared_var_keys.values())
-    code, logp, _ = _logp(compiled, np.zeros(2))
-    assert code == 0 and np.isfinite(logp)
+        cp._make_functions = counting
+        try:
+            compiled = compile_nutpie(_model(y))
+        finally:
+            cp._make_functions = real
+    assert len(calls) == 1
+    assert compiled.compiled_logp_func.__wrapped__.__name__ == "logp_numba"
+    assert compiled.compiled_expand_func.__wrapped__.__name__ == "expand_numba"
+    cached = compile_nutpie(_model(y))
+    for x in ([0.5, 0.0], [-1.0, 0.7]):
+        code, logp, grad = _logp(compiled, x)
+        _, logp_cached, grad_cached = _logp(cached, x)
+        # Same graph, compiled twice: equal to rounding.
+        assert code == 0
+        np.testing.assert_allclose([logp, *grad], [logp_cached, *grad_cached], rtol=1e-12)
+        np.testing.assert_allclose(_expand(compiled, x)[1], _expand(cached, x)[1], rtol=1e-12)

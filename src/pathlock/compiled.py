@@ -17,8 +17,10 @@ the machine code depends on (dimensions, the layout of the shared-data record,
 the wrapper source, the numba, nutpie and PyTensor versions). A later compile of the same
 graph loads the wrappers' machine code instead of compiling them.
 
-Where PyTensor has no cache key for the graph (``numba__cache`` off, or an Op
-without one) the model is compiled by ``nutpie.compile_pymc_model`` unchanged.
+Where PyTensor has no cache key for a graph (``numba__cache`` off, or an Op
+without one) that graph gets nutpie's own callback, compiled as nutpie compiles it.
+The wrappers' bodies follow nutpie's (``_make_c_logp_func``, ``_make_c_expand_func``)
+with the same return codes; their C signatures are taken from nutpie.
 """
 
 from __future__ import annotations
@@ -121,8 +123,6 @@ def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> An
         )
     )
     graph_keys = [CACHED_SRC_FUNCTIONS.get(f.vm.jit_fn.py_func) for f in (logp_pt, expand_pt)]
-    if any(key is None for key in graph_keys):
-        return nutpie.compile_pymc_model(model, backend="numba", jitter_rvs=jitter)
 
     # Keys in order of first use, named by position: the record's layout (and so
     # the machine code that reads it) is then a function of the graphs alone.
@@ -140,26 +140,27 @@ def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> An
 
     # PyTensor's graph key does not change with PyTensor's version; ours does.
     versions = (_WRAPPER_VERSION, numba.__version__, nutpie.__version__, pytensor.__version__)
-    signature_logp = numba.types.int64(
-        numba.types.uint64,
-        numba.types.CPointer(numba.types.double),
-        numba.types.CPointer(numba.types.double),
-        numba.types.CPointer(numba.types.double),
-        numba.types.voidptr,
-    )
-    signature_expand = numba.types.int64(
-        numba.types.uint64,
-        numba.types.uint64,
-        numba.types.CPointer(numba.types.double),
-        numba.types.CPointer(numba.types.double),
-        numba.types.voidptr,
-    )
     callbacks = []
-    for fn_pt, graph_key, src, name, signature in (
-        (logp_pt, graph_keys[0], _LOGP_SRC, "pathlock_logp", signature_logp),
-        (expand_pt, graph_keys[1], _EXPAND_SRC, "pathlock_expand", signature_expand),
+    for fn_pt, graph_key, src, name in (
+        (logp_pt, graph_keys[0], _LOGP_SRC, "pathlock_logp"),
+        (expand_pt, graph_keys[1], _EXPAND_SRC, "pathlock_expand"),
     ):
         keys = [shared_var_keys[var] for var in fn_pt.get_shared()]
+        # nutpie's own callback gives the C signature nuts-rs calls and, where
+        # there is nothing to cache it under, the callback itself.
+        if fn_pt is logp_pt:
+            raw, signature = cp._make_c_logp_func(
+                n_dim, fn_pt.vm.jit_fn, user_data, keys, shared_data
+            )
+        else:
+            raw, signature = cp._make_c_expand_func(
+                n_dim, n_expanded, fn_pt.vm.jit_fn, user_data, keys, shared_data
+            )
+        if graph_key is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Cannot cache compiled function")
+                callbacks.append(numba.cfunc(signature)(raw))
+            continue
         extract = cp.make_extraction_fn(fn_pt.vm.jit_fn, shared_data, keys, user_data.dtype)
         layout = [(k, shared_data[k].ndim, shared_data[k].dtype.str) for k in keys]
         key = hashlib.sha256(
