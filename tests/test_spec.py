@@ -6,6 +6,7 @@ import dataclasses
 import re
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -379,3 +380,6 @@ def test_unset_target_accept_is_chosen_by_series_length() -> None:
     assert (default_target_accept(500), default_target_accept(1000)) == (0.85, 0.85)
     fixed = dataclasses.replace(spec, sampler=dataclasses.replace(spec.sampler, target_accept=0.8))
     assert Spec.from_toml_string(fixed.to_toml()).sampler.target_accept == 0.8
+    short, long = (SimpleNamespace(n_steps=n) for n in (499, 500))
+    assert (spec.target_accept_for(short), spec.target_accept_for(long)) == (0.95, 0.85)
+    assert (fixed.target_accept_for(short), fixed.target_accept_for(long)) == (0.8, 0.8)

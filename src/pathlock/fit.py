@@ -32,7 +32,6 @@ from pathlock import dims
 from pathlock.build import Built, ModelSpec, spec_class
 from pathlock.errors import PathlockError, ResultFileError
 from pathlock.hmm import ForwardBackwardResult, _forward_backward, _standardise
-from pathlock.spec import SamplerSpec, default_target_accept
 
 __all__ = ["Fit", "fit", "load_fit", "FILE_FORMAT_VERSION", "ConvergenceWarning"]
 
@@ -317,9 +316,10 @@ def fit(
     sampler : {"nutpie", "pymc"}, optional
         nutpie with its numba backend (default) or PyMC's NUTS.
     target_accept : float, optional
-        Target acceptance rate: default from the spec; where a decoupling
-        model's spec sets none, chosen by series length
-        (:func:`pathlock.spec.default_target_accept`); else the sampler's 0.8.
+        Target acceptance rate. Default: the spec's ``target_accept_for(data)``
+        where the family has one (the decoupling model's ``[sampler]`` value,
+        else chosen by series length, :func:`pathlock.spec.default_target_accept`),
+        else the spec's ``[sampler]`` value, else the sampler's 0.8.
     adaptation : {"diag", "low_rank"}, optional
         nutpie's mass-matrix adaptation (default from the spec, else ``"diag"``);
         ``"low_rank"`` also learns the few most correlated directions.
@@ -345,8 +345,6 @@ def fit(
     tune = int(tune if tune is not None else opts.get("tune", 1000))
     chains = int(chains if chains is not None else opts.get("chains", 4))
     sampler = sampler if sampler is not None else opts.get("sampler", "nutpie")
-    if target_accept is None:
-        target_accept = opts.get("target_accept")
     if sampler not in ("nutpie", "pymc"):
         raise PathlockError(f"sampler must be one of ['nutpie', 'pymc']; found {sampler!r}")
     for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
@@ -357,12 +355,15 @@ def fit(
     adaptation = adaptation if adaptation is not None else opts.get("adaptation", "diag")
     if adaptation not in ("diag", "low_rank"):
         raise PathlockError(f"adaptation must be one of ['diag', 'low_rank']; found {adaptation!r}")
-    if target_accept is not None and not 0 < float(target_accept) < 1:
-        raise PathlockError(f"target_accept must lie in (0, 1); found {target_accept}")
 
     prepared = spec.prepare_data(data)
-    if target_accept is None and isinstance(getattr(spec, "sampler", None), SamplerSpec):
-        target_accept = default_target_accept(prepared.n_steps)
+    if target_accept is None:
+        # A family may choose the rate from the data (the decoupling model does,
+        # by series length); otherwise the spec's [sampler] value, if any.
+        chooser = getattr(spec, "target_accept_for", None)
+        target_accept = chooser(prepared) if chooser is not None else opts.get("target_accept")
+    if target_accept is not None and not 0 < float(target_accept) < 1:
+        raise PathlockError(f"target_accept must lie in (0, 1); found {target_accept}")
     built = spec.build(prepared)
     if sampler == "nutpie":
         compiled = _compile_nutpie(built, spec, lambda: spec.build(prepared))

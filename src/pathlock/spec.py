@@ -1719,6 +1719,17 @@ class Spec:
 
         return build(self, self.prepare_data(data))
 
+    def target_accept_for(self, data: DecouplingData) -> float:
+        """NUTS's target acceptance rate for ``data``: ``[sampler]``'s, else by length.
+
+        :func:`pathlock.fit` asks for it when its own ``target_accept`` is not
+        given; where ``[sampler]`` sets none it is :func:`default_target_accept`
+        of the series length.
+        """
+        if self.sampler.target_accept is not None:
+            return float(self.sampler.target_accept)
+        return default_target_accept(data.n_steps)
+
     def loglike(self, data: Any, params: Mapping[str, Any]) -> float:
         """Marginal log-likelihood at named parameters (delegates to :mod:`pathlock.decoupling`)."""
         from pathlock.decoupling import loglike
