@@ -183,17 +183,35 @@ def _indicator_noise_start(spec: Spec, data: DecouplingData) -> NDArray[np.float
     ref = pilot_path(spec.constraint.process, _link_path(data[first.column], first.family))
     out = np.ones(len(spec.indicators))
     for j, series in enumerate(spec.indicators):
-        z = _link_scale(data[series.column], series.family)
-        ok = ~np.isnan(z)
-        if ok.sum() < 3:
-            continue
-        x, y = ref[ok], z[ok]
-        sxx = np.sum((x - x.mean()) ** 2)
-        slope = np.sum((x - x.mean()) * (y - y.mean())) / sxx if sxx > 0 else 0.0
-        resid = y - y.mean() - slope * (x - x.mean())
-        if resid.std() > 0:
-            out[j] = resid.std()
+        line = _line_fit(ref, _link_scale(data[series.column], series.family), by_unit=False)
+        if line is not None and line[2] > 0:
+            out[j] = line[2]
     return out
+
+
+def _line_fit(
+    x: NDArray[np.float64], y: NDArray[np.float64], *, by_unit: bool
+) -> tuple[float, float, float] | None:
+    """Least-squares line of ``y`` on ``x`` (unit, time) over the pairs both observe.
+
+    Returns the slope, the intercept (mean of ``y - slope * x``) and the
+    residual sd about that line; None where fewer than three pairs are
+    observed. With ``by_unit`` both series are centred per unit, so units may
+    differ in level but not in slope; otherwise they are centred once, pooled.
+    The slope is 0 where ``x`` is flat.
+    """
+    ok = ~np.isnan(x) & ~np.isnan(y)
+    if ok.sum() < 3:
+        return None
+    if by_unit:
+        xc = x - np.nanmean(np.where(ok, x, np.nan), axis=1, keepdims=True)
+        yc = y - np.nanmean(np.where(ok, y, np.nan), axis=1, keepdims=True)
+    else:
+        xc, yc = x - x[ok].mean(), y - y[ok].mean()
+    sxx = np.sum(np.where(ok, xc * xc, 0.0))
+    slope = np.sum(np.where(ok, xc * yc, 0.0)) / sxx if sxx > 0 else 0.0
+    resid = (y - slope * x)[ok]
+    return float(slope), float(resid.mean()), float(resid.std())
 
 
 def feedback_pilot(
@@ -244,20 +262,12 @@ def _feedback_fit(
     slope, intercept, scale = np.zeros(n_sig), np.zeros(n_sig), np.ones(n_sig)
     for m, series in enumerate(spec.feedback):
         y = _link_scale(data[series.column], series.family)
-        xs, ys = x[:, rows], y[:, rows]
-        ok = ~np.isnan(xs) & ~np.isnan(ys)
-        if ok.sum() < 3:
+        line = _line_fit(x[:, rows], y[:, rows], by_unit=True)
+        if line is None:
             continue
-        # Centred per unit: units may differ in level, not in loading.
-        xc = xs - np.nanmean(np.where(ok, xs, np.nan), axis=1, keepdims=True)
-        yc = ys - np.nanmean(np.where(ok, ys, np.nan), axis=1, keepdims=True)
-        sxx = np.sum(np.where(ok, xc * xc, 0.0))
-        if sxx > 0:
-            slope[m] = np.sum(np.where(ok, xc * yc, 0.0)) / sxx
-        resid = (ys - slope[m] * xs)[ok]
-        intercept[m] = resid.mean()
-        if resid.std() > 0:
-            scale[m] = resid.std()
+        slope[m], intercept[m] = line[:2]
+        if line[2] > 0:
+            scale[m] = line[2]
     return slope, intercept, scale
 
 
