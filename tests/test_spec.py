@@ -370,16 +370,16 @@ def test_python_construction_validates_too() -> None:
 
 def test_unset_target_accept_is_chosen_by_series_length() -> None:
     """Left out of the TOML, target_accept stays unset through a round trip, and
-    the default rule gives 0.95 below 500 steps and 0.85 from 500 on."""
+    the default rule gives 0.98 below 500 steps and 0.85 from 500 on."""
     spec = Spec.from_toml(ROOT / "models" / "decoupling.toml")
     assert spec.sampler.target_accept is None
     again = Spec.from_toml_string(spec.to_toml())
     assert again.sampler.target_accept is None
     assert "target_accept" not in spec.to_toml()
-    assert (default_target_accept(60), default_target_accept(499)) == (0.95, 0.95)
+    assert (default_target_accept(60), default_target_accept(499)) == (0.98, 0.98)
     assert (default_target_accept(500), default_target_accept(1000)) == (0.85, 0.85)
     fixed = dataclasses.replace(spec, sampler=dataclasses.replace(spec.sampler, target_accept=0.8))
     assert Spec.from_toml_string(fixed.to_toml()).sampler.target_accept == 0.8
     short, long = (SimpleNamespace(n_steps=n) for n in (499, 500))
-    assert (spec.target_accept_for(short), spec.target_accept_for(long)) == (0.95, 0.85)
+    assert (spec.target_accept_for(short), spec.target_accept_for(long)) == (0.98, 0.85)
     assert (fixed.target_accept_for(short), fixed.target_accept_for(long)) == (0.8, 0.8)
