@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +185,43 @@ def test_convergence_warning_names_parameters(toy_data):
     # Four draws of two chains cannot converge; the warning must name a parameter.
     with pytest.warns(ConvergenceWarning, match="toy_"):
         fit(ToySpec(), toy_data, draws=5, tune=5, chains=2, seed=2)
+
+
+@pytest.mark.parametrize("stat", ["logp", "lp"])
+def test_a_chain_far_below_the_others_is_named(stat):
+    """A chain whose mean log density sits 9 within-chain sds below the others (as a
+    chain stuck where the feedback never tracked did, T = 400) is named; chains
+    that differ by sampling noise only are not. nutpie calls the statistic
+    ``logp``, PyMC ``lp``."""
+    from pathlock.fit import check_convergence
+
+    rng = np.random.default_rng(0)
+    lp = rng.normal(-755.0, 14.5, size=(4, 1000))
+    theta = rng.normal(size=(4, 1000))
+
+    def tree(lp):
+        return xr.DataTree.from_dict(
+            {
+                "posterior": xr.Dataset({"theta": (("chain", "draw"), theta)}),
+                "sample_stats": xr.Dataset(
+                    {
+                        stat: (("chain", "draw"), lp),
+                        "diverging": (("chain", "draw"), np.zeros(lp.shape, bool)),
+                    }
+                ),
+            }
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_convergence(tree(lp))["low_chains"] == []
+    stuck = lp.copy()
+    stuck[2] -= 134.0
+    with pytest.warns(ConvergenceWarning, match=r"chain 2 by 13[0-9]; such a chain sits"):
+        out = check_convergence(tree(stuck))
+    assert [c for c, _ in out["low_chains"]] == [2]
+    # At 2 sds (29 here) the threshold still passes chains in one mode.
+    assert check_convergence(tree(lp), lp_gap_sds=2.0)["low_chains"] == []
 
 
 def test_pymc_sampler_gives_same_layout(toy_data):
