@@ -1182,7 +1182,24 @@ def build(spec: Spec, data: DecouplingData) -> Built:
         # a T = 1000 fit's post-processing.
         extras={"constraint": constraint},
         data_shared=True,
-        unjittered=frozenset({"feedback_b", "feedback_b_pop", "hazard_slope", "hazard_slope_pop"})
+        # Every start computed from the data is kept as it is. nutpie's uniform(-1, 1)
+        # jitter of one of them cost up to 3000 nats of log density at T = 300 (the
+        # sheared loading; the feedback intercepts 500, its noise 430, the initial
+        # level 300), and the first trajectories from there carried chains into the
+        # mode where the feedback never tracks (benchmarks/README.md).
+        unjittered=frozenset(
+            {
+                "feedback_b",
+                "feedback_b_pop",
+                "feedback_a",
+                "feedback_a_pop",
+                "feedback_sigma",
+                "constraint_init",
+                "hazard_slope",
+                "hazard_slope_pop",
+            }
+            | {f"feedback_w_{name}_sheared" for name in spec.regimes.names[1:]}
+        )
         # The whitened path starts on the data (_start_raw) only at the unjittered
         # growth (the log mean step; the drift of a random walk), scale and
         # indicator noise it was computed at.
