@@ -80,7 +80,13 @@ class ModelData(Protocol):
 
 @runtime_checkable
 class ModelSpec(Protocol):
-    """What every model specification provides."""
+    """What every model specification provides.
+
+    A family may also define ``target_accept_for(data) -> float``: the NUTS
+    target acceptance rate :func:`pathlock.fit` uses for validated ``data`` when
+    its own ``target_accept`` is not given (the decoupling ``Spec`` chooses it
+    by series length). Without it, ``fit`` reads the spec's ``sampler`` options.
+    """
 
     family: str
 
