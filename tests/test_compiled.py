@@ -98,6 +98,45 @@ def test_second_compile_loads_the_callbacks_from_disk(y):
     assert again.compiled_expand_func.cache_hits == 1
 
 
+def test_another_length_loads_the_callbacks_from_disk(y):
+    """The flat point's length is not compiled in: a model whose data are shorter
+    has the same graph key, loads both callbacks from disk and computes its own
+    density, gradient and trace; a point of the wrong length is refused."""
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
+
+    def key(compiled):
+        return CACHED_SRC_FUNCTIONS.get(compiled.logp_func.vm.jit_fn.py_func)
+
+    long = compile_nutpie(_model(y))
+    short_y = y[:25] - 0.5
+    model = _model(short_y)
+    short = compile_nutpie(model)
+    assert key(short) == key(long) is not None
+    assert short.compiled_logp_func.cache_hits == 1
+    assert short.compiled_expand_func.cache_hits == 1
+    assert (short.n_dim, short.n_expanded) == (2, 3 + 25)
+    x = np.array([0.3, -0.2])
+    logp_fn = model.compile_logp()
+    dlogp_fn = model.compile_dlogp()
+    point = {"mu": 0.3, "sigma_log__": -0.2}
+    code, logp, grad = _logp(short, x)
+    assert code == 0
+    np.testing.assert_allclose(logp, logp_fn(point), rtol=1e-12)
+    np.testing.assert_allclose(grad, dlogp_fn(point), rtol=1e-12)
+    code, out = _expand(short, x)
+    assert code == 0
+    np.testing.assert_allclose(out[-25:], 0.3 + short_y, rtol=1e-12)
+    n, grad_, logp_ = 3, np.zeros(3), np.zeros(1)
+    code = short.compiled_logp_func.ctypes(
+        n,
+        np.zeros(n).ctypes.data_as(_P),
+        grad_.ctypes.data_as(_P),
+        logp_.ctypes.data_as(_P),
+        short.user_data.ctypes.data_as(ctypes.c_void_p),
+    )
+    assert code != 0
+
+
 def test_cached_callbacks_read_the_data_they_are_given(y):
     """A callback loaded from the cache reads the data of its own model (and data
     swapped in with ``with_data``), not the data it was first compiled with."""
@@ -133,21 +172,21 @@ def test_without_pytensor_cache_keys_nutpie_compiles(y):
     """With PyTensor's numba cache off there is no key to store the callbacks
     under: they are nutpie's own, compiled once (no second graph build), and
     compute what the cached ones do."""
-    import nutpie.compile_pymc as cp
+    import pathlock.compiled as pc
 
     calls = []
-    real = cp._make_functions
+    real = pc._make_functions
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
     with pytensor.config.change_flags(numba__cache=False):
-        cp._make_functions = counting
+        pc._make_functions = counting
         try:
             compiled = compile_nutpie(_model(y))
         finally:
-            cp._make_functions = real
+            pc._make_functions = real
     assert len(calls) == 1
     assert compiled.compiled_logp_func.__wrapped__.__name__ == "logp_numba"
     assert compiled.compiled_expand_func.__wrapped__.__name__ == "expand_numba"

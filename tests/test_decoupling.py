@@ -457,6 +457,32 @@ def test_data_starts_are_the_same_in_every_chain():
     assert max(costs) > 50.0
 
 
+def test_one_compiled_graph_serves_every_length():
+    """The series length is read at run time: the canonical model compiled for
+    T = 40 has the same PyTensor graph key as for T = 57, whose callbacks then
+    load from disk, and each computes its own model's log density (checked
+    against PyMC's at a jittered start, to 1e-9 relative)."""
+    from pymc.initial_point import make_initial_point_fn
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
+
+    spec = Spec.from_toml(Path(__file__).parents[1] / "models" / "decoupling.toml")
+    keys = []
+    for n_steps in (40, 57):
+        df, _ = simulate(spec, None, n_steps=n_steps, seed=2)
+        m = build(spec, from_dataframe(df, time=spec.data.time)).model
+        compiled = compile_nutpie(m)
+        keys.append(CACHED_SRC_FUNCTIONS.get(compiled.logp_func.vm.jit_fn.py_func))
+        point = make_initial_point_fn(model=m, jitter_rvs=set(m.free_RVs))(4)
+        x = np.concatenate(
+            [np.ravel(point[name]) for name in compiled.shape_info[0][: len(m.free_RVs)]]
+        )
+        logp, _ = compiled.logp_func(x)
+        np.testing.assert_allclose(logp, m.compile_logp()(point), rtol=1e-9)
+    assert keys[0] == keys[1] is not None
+    assert compiled.compiled_logp_func.cache_hits == 1
+    assert compiled.compiled_expand_func.cache_hits == 1
+
+
 def test_bridged_path_moves_mu_by_its_last_raw_column():
     """With the realised step, ``constraint_raw``'s last column is the innovations' mean.
 

@@ -13,9 +13,16 @@ model at T = 1000 that is about 17 s of every compile, cache warm or not
 with wrappers that numba can cache: their source is fixed, their shared-data
 keys are deterministic, and they are registered under a key that hashes
 PyTensor's own cache key of the wrapped graph together with everything else
-the machine code depends on (dimensions, the layout of the shared-data record,
-the wrapper source, the numba, nutpie and PyTensor versions). A later compile of the same
+the machine code depends on (the layout of the shared-data record, the
+wrapper source, the numba, nutpie and PyTensor versions). A later compile of the same
 graph loads the wrappers' machine code instead of compiling them.
+
+The functions themselves are built as nutpie builds them (:func:`_make_functions`)
+except that the flat point's length is read at run time, so a graph whose
+own shapes are symbolic (the decoupling model's time axis) has one key, and
+one set of cached callbacks, for every length of the series. The flat point
+holds the variables of constant shape first, then the others, each in
+nutpie's order; ``shape_info`` and the initial points follow that layout.
 
 Where PyTensor has no cache key for a graph (``numba__cache`` off, or an Op
 without one) that graph gets nutpie's own callback, compiled as nutpie compiles it.
@@ -39,16 +46,16 @@ _WRAPPER_VERSION = "1"
 # exception in the graph, 3 a non-finite gradient, 4 a non-finite log density.
 _LOGP_SRC = """
 def pathlock_logp(dim, x_, out_, logp_, user_data_):
-    if dim != N_DIM:
-        return -1
     try:
-        x = carray(x_, (N_DIM,))
-        out = carray(out_, (N_DIM,))
+        x = carray(x_, (dim,))
+        out = carray(out_, (dim,))
         logp = carray(logp_, ())
         logp_val, grad = extract(x, user_data_)
+        if grad.shape[0] != dim:
+            return -1
         logp[()] = logp_val
         finite = True
-        for i in range(N_DIM):
+        for i in range(dim):
             out[i] = grad[i]
             if not isfinite(grad[i]):
                 finite = False
@@ -63,15 +70,13 @@ def pathlock_logp(dim, x_, out_, logp_, user_data_):
 
 _EXPAND_SRC = """
 def pathlock_expand(dim, expanded, x_, out_, user_data_):
-    if dim != N_DIM:
-        return -1
-    if expanded != N_EXPANDED:
-        return -1
     try:
-        x = carray(x_, (N_DIM,))
-        out = carray(out_, (N_EXPANDED,))
+        x = carray(x_, (dim,))
+        out = carray(out_, (expanded,))
         (values,) = extract(x, user_data_)
-        for i in range(N_EXPANDED):
+        if values.shape[0] != expanded:
+            return -1
+        for i in range(expanded):
             out[i] = values[i]
     except Exception:  # noqa: BLE001
         return -2
@@ -113,14 +118,8 @@ def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> An
             return_transformed=True,
         )
     )
-    n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = (
-        cp._make_functions(
-            model,
-            mode="NUMBA",
-            compute_grad=True,
-            join_expanded=True,
-            pymc_initial_point_fn=point_fn,
-        )
+    n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = _make_functions(
+        model, point_fn
     )
     graph_keys = [CACHED_SRC_FUNCTIONS.get(f.vm.jit_fn.py_func) for f in (logp_pt, expand_pt)]
 
@@ -164,11 +163,9 @@ def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> An
         extract = cp.make_extraction_fn(fn_pt.vm.jit_fn, shared_data, keys, user_data.dtype)
         layout = [(k, shared_data[k].ndim, shared_data[k].dtype.str) for k in keys]
         key = hashlib.sha256(
-            repr(
-                (versions, graph_key, src, n_dim, n_expanded, user_data.dtype.descr, layout)
-            ).encode()
+            repr((versions, graph_key, src, user_data.dtype.descr, layout)).encode()
         ).hexdigest()
-        callbacks.append(_cached_cfunc(src, name, signature, key, extract, n_dim, n_expanded))
+        callbacks.append(_cached_cfunc(src, name, signature, key, extract))
 
     dims, coords = cp._prepare_dims_and_coords(model, shape_info, reparam)
     return cp.CompiledPyMCModel(
@@ -190,9 +187,7 @@ def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> An
     )
 
 
-def _cached_cfunc(
-    src: str, name: str, signature: Any, key: str, extract: Any, n_dim: int, n_expanded: int
-) -> Any:
+def _cached_cfunc(src: str, name: str, signature: Any, key: str, extract: Any) -> Any:
     """A numba ``cfunc`` of ``src`` that PyTensor's cache locator stores under ``key``."""
     import numba
     from pytensor.link.numba.cache import compile_numba_function_src
@@ -203,8 +198,6 @@ def _cached_cfunc(
         "carray": numba.carray,
         "isfinite": np.isfinite,
         "extract": extract,
-        "N_DIM": n_dim,
-        "N_EXPANDED": n_expanded,
     }
     fn = compile_numba_function_src(src, name, global_env=env, cache_key=f"pathlock_{key}")
     with warnings.catch_warnings():
@@ -214,3 +207,128 @@ def _cached_cfunc(
         cfunc = numba.cfunc(signature, cache=True)(fn)
         cfunc.address  # noqa: B018  # compile (or load) now, under the filter
     return cfunc
+
+
+def _make_functions(model: Any, point_fn: Any) -> tuple[Any, ...]:
+    """What nutpie's ``_make_functions`` makes for numba, with the point's length left free.
+
+    nutpie reads the free variables out of a flat vector of static length, at
+    constant offsets and with constant shapes, so every node of the compiled
+    graph has static shapes and PyTensor's cache key changes with the length
+    of the series: a model already compiled for T = 1000 was compiled again,
+    node by node, for T = 200. Here the vector has no static length and each
+    variable's offset and shape are the symbolic shapes of its random
+    variable, in the model's dim lengths (shared variables), so a graph whose
+    own shapes are symbolic has one key for every length. A variable whose
+    shape cannot be had without its random draw keeps nutpie's constant one.
+    Returns what nutpie's function returns, in the same order.
+    """
+    import pytensor.tensor as pt
+    from nutpie import compile_pymc as cp
+    from pymc.pytensorf import compile as compile_pymc
+    from pytensor.graph import clone_replace, rewrite_graph
+
+    shapes = cp._compute_shapes(model)
+    rewrites = ["canonicalize", "stabilize"]
+    if not model.check_bounds:
+        rewrites.append("local_remove_check_parameter")
+
+    free: list[tuple[Any, Any, tuple[int, ...], Any]] = []
+    for rv in model.free_RVs:
+        value = model.rvs_to_values[rv]
+        shape = tuple(int(d) for d in shapes[value.name])
+        free.append((rv, value, shape, _symbolic_shape(model, rv, shape)))
+    # Variables of constant shape first, at constant offsets: only those after a
+    # length-dependent one need their offset computed in the graph.
+    free.sort(key=lambda item: item[3] is not None)
+    value_vars = [value for _, value, _, _ in free]
+    names = [value.name for value in value_vars]
+    static = [shape for _, _, shape, _ in free]
+    joined = pt.dvector("_unconstrained_point")
+    start: Any = 0
+    replacements = {}
+    slices = []
+    count = 0
+    for rv, value, shape, symbolic in free:
+        size = int(np.prod(shape, dtype=int))
+        if symbolic is None:
+            stop = start + size
+            part = joined[start:stop].reshape(shape)
+        else:
+            stop = start + pt.prod(symbolic)
+            part = joined[start:stop].reshape(symbolic, ndim=len(shape))
+        replacements[value] = part.astype(rv.dtype)
+        start = stop
+        slices.append(slice(count, count + size))
+        count += size
+    n_dim = count
+
+    logp = rewrite_graph(model.logp(), include=rewrites)
+    grads = pt.grad(logp, value_vars)
+    grad = pt.concatenate([pt.as_tensor(g, allow_xtensor_conversion=True).ravel() for g in grads])
+
+    (logp, grad) = clone_replace([logp, grad], replacements)
+    with model:
+        logp_fn = compile_pymc((joined,), (logp, grad), mode="NUMBA")
+
+    reparameterized = [
+        model.rvs_to_values[rv].name
+        for rv in model.free_RVs
+        if model.rvs_to_transforms.get(rv) is not None
+    ]
+    remaining = [v for v in model.unobserved_value_vars if v.name not in names]
+    all_names, all_slices, all_shapes = list(names), list(slices), list(static)
+    for var in remaining:
+        shape = tuple(int(d) for d in shapes[var.name])
+        size = int(np.prod(shape, dtype=int))
+        all_names.append(var.name)
+        all_shapes.append(shape)
+        all_slices.append(slice(count, count + size))
+        count += size
+    expanded = pt.concatenate(
+        [
+            *[replacements[v].ravel() for v in value_vars],
+            *[pt.as_tensor(v, allow_xtensor_conversion=True).ravel() for v in remaining],
+        ]
+    )
+    with model:
+        expand_fn = compile_pymc(
+            (joined,), [expanded], givens=list(replacements.items()), mode="NUMBA"
+        )
+    initial_point_fn = cp._rv_dict_to_flat_array_wrapper(point_fn, names=names, shapes=static)
+    return (
+        n_dim,
+        count,
+        logp_fn,
+        expand_fn,
+        initial_point_fn,
+        (all_names, all_slices, all_shapes),
+        reparameterized,
+    )
+
+
+def _symbolic_shape(model: Any, rv: Any, shape: tuple[int, ...]) -> Any | None:
+    """The shape of ``rv``'s value variable in the model's dim lengths, or ``None``.
+
+    ``None`` where it is the constant ``shape``, or where it cannot be had
+    without drawing ``rv`` (the constant shape is then used).
+    """
+    import pytensor.tensor as pt
+    from pytensor.graph import rewrite_graph
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors, graph_inputs
+    from pytensor.tensor.random.op import RandomVariable
+
+    if not shape:
+        return None
+    transform = model.rvs_to_transforms.get(rv)
+    moved = rv if transform is None else transform.forward(rv, *rv.owner.inputs)
+    symbolic = rewrite_graph(pt.as_tensor(moved.shape), include=("ShapeOpt", "canonicalize"))
+    if all(isinstance(v, Constant) for v in graph_inputs([symbolic])):
+        return None
+    if any(
+        v.owner is not None and isinstance(v.owner.op, RandomVariable)
+        for v in ancestors([symbolic])
+    ):
+        return None
+    return symbolic

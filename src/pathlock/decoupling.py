@@ -493,7 +493,7 @@ def _unbend(eps: NDArray[np.float64], sigma: float) -> NDArray[np.float64]:
     return (_STEP_FLOOR * x - 1.0) / sigma
 
 
-def _centre(resid, info, g2, r, delta, n: int):
+def _centre(resid, info, g2, r, delta, n):
     """``z`` with ``G^-1 z`` the linearised conditional mean of the levels given ``resid``.
 
     ``G`` is the stationary lower-bidiagonal factor (pivot ``g2``, ``G^-1`` the
@@ -502,10 +502,10 @@ def _centre(resid, info, g2, r, delta, n: int):
     Sherman-Morrison with ``v = G^-T e_n`` (``v_t = r^(n-t) / g``) makes
     ``G^-1 z = P^-1 info resid`` exact.
     """
-    coef = pt.broadcast_to(r[:, None], (r.shape[0], n))
+    coef = pt.broadcast_to(r[:, None], resid.shape)
     z = linear_recurrence(coef, (resid * (info / pt.sqrt(g2))[:, None])[:, ::-1])[:, ::-1]
     # r^k as exp(k log r): a power with a variable base and exponent costs three times more.
-    powers = pt.exp(pt.log(r)[:, None] * np.arange(n - 1, -1, -1.0)[None, :])
+    powers = pt.exp(pt.log(r)[:, None] * pt.arange(n - 1, -1, -1).astype("float64")[None, :])
     v = powers / pt.sqrt(g2)[:, None]
     # u_last = e_n^T (G^T G)^-1 e_n = |v|^2; the closed form (1 - r^2n) / ((1 - r^2) g2)
     # cancels to 0 / 0 as r -> 1 (an indicator with almost no information).
@@ -513,7 +513,7 @@ def _centre(resid, info, g2, r, delta, n: int):
     return z - (delta * (v * z).sum(axis=1) / (1.0 + delta * u_last))[:, None] * v
 
 
-def _pinned_levels(raw, resid, info, b_off, g2, r, n: int):
+def _pinned_levels(raw, resid, info, b_off, g2, r, n):
     """Levels ``q_1..q_n`` (deviations from the line, ``q_0 = 0``) from ``raw`` (unit, n).
 
     Returns ``q``, ``log |dq / d raw|`` per unit and the centring terms for
@@ -526,7 +526,7 @@ def _pinned_levels(raw, resid, info, b_off, g2, r, n: int):
     return q, -0.5 * n * pt.log(g2), [z]
 
 
-def _bridge_eps(raw, resid, info, b_off, g2, r, scale, sigma, n: int):
+def _bridge_eps(raw, resid, info, b_off, g2, r, scale, sigma, n):
     """Innovations ``eps`` of a log-increment path whose end its realised mean step pins.
 
     With the realised mean step the path depends on ``eps`` only through
@@ -551,19 +551,20 @@ def _bridge_eps(raw, resid, info, b_off, g2, r, scale, sigma, n: int):
     terms for :func:`_start_raw`.
     """
     nb = n - 1
-    z = _centre(resid[:, :nb], info, g2, r, info + 2.0 * b_off - g2, nb)
-    coef = pt.broadcast_to(r[:, None], (raw.shape[0], nb))
-    b = linear_recurrence(coef, (raw[:, :nb] + z) / pt.sqrt(g2)[:, None])
+    z = _centre(resid[:, :-1], info, g2, r, info + 2.0 * b_off - g2, nb)
+    coef = pt.broadcast_to(r[:, None], z.shape)
+    b = linear_recurrence(coef, (raw[:, :-1] + z) / pt.sqrt(g2)[:, None])
     zero = pt.zeros((raw.shape[0], 1))
     y = pt.diff(pt.concatenate([zero, b, zero], axis=1), axis=1) / scale[:, None]
     bent, log_bend = _bend(y, sigma)
-    eps = bent - bent.mean(axis=1, keepdims=True) + raw[:, nb : nb + 1] / np.sqrt(n)
+    n_float = pt.cast(n, "float64")
+    eps = bent - bent.mean(axis=1, keepdims=True) + raw[:, -1, None] / pt.sqrt(n_float)
     log_jac = (
         -0.5 * nb * pt.log(g2)
         - nb * pt.log(scale)
         + log_bend.sum(axis=1)
         + pt.logsumexp(-log_bend, axis=1)
-        - 0.5 * np.log(n)
+        - 0.5 * pt.log(n_float)
     )
     return eps, log_jac, [z]
 
@@ -757,7 +758,9 @@ def _with_baseline(p: dict[str, Any], init) -> dict[str, Any]:
 def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> dict[str, Any]:
     """Create the latent constraint path per the spec's parameterisation."""
     process = spec.constraint.process
-    n_units, n_steps = data.n_units, data.n_steps
+    # The length as the model's dim length (a shared variable), not an int: the
+    # compiled graph then has one cache key for every length (pathlock.compiled).
+    n_units, n_steps = data.n_units, pm.modelcontext(None).dim_lengths[dims.TIME]
     exposures = None
     if spec.constraint.exposures:
         exposures = pm.Data("exposures", data.array(spec.constraint.exposures))
@@ -788,7 +791,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
             initval=None if fixed_init else pm.Data("pilot_constraint_init", level[:, 0]),
         )
         n = n_steps - 1
-        start = pm.Data("pilot_constraint_raw", np.zeros((n_units, n)))
+        start = pm.Data("pilot_constraint_raw", np.zeros((n_units, data.n_steps - 1)))
         raw = pm.Flat("constraint_raw", shape=(n_units, n), initval=start)
         # Linearised, the path's deviation from its prior-mean line is the cumulative sum of
         # d * sigma * y (d: the median step); whiten it against the indicators. For log
@@ -977,7 +980,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     sampled as ``feedback_w_<regime>_sheared`` (:func:`_loadings`).
     """
     process = spec.constraint.process
-    n_units, n_steps = data.n_units, data.n_steps
+    n_units = data.n_units
     k = spec.n_regimes
     names = spec.regime_names
     hier = set(spec.hierarchical_parameters)
@@ -999,7 +1002,18 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     fam_i = {s.family for s in spec.indicators}
     fam_f = {s.family for s in spec.feedback}
 
-    with pm.Model(coords=coords) as model:
+    with pm.Model() as model:
+        # Only the time axes have lengths that a compiled graph reads at run time
+        # (pathlock.compiled): the other dims are part of the model's structure,
+        # and constant lengths let PyTensor fold the shape arithmetic they drive.
+        model.add_coords(
+            coords,
+            lengths={
+                name: pt.constant(len(values), dtype="int64")
+                for name, values in coords.items()
+                if name not in (dims.TIME, "step")
+            },
+        )
         # ---- constraint process parameters
         p: dict[str, Any] = {}
         p["sigma"] = _param(
@@ -1163,7 +1177,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
                 None if y.missing is None else y.missing[:, :, None],
             )
         log_emit = ind_logp[:, :, None] + fb_logp
-        log_emit = pt.broadcast_to(log_emit, (n_units, n_steps, k))
+        log_emit = pt.broadcast_to(log_emit, (n_units, model.dim_lengths[dims.TIME], k))
 
         # ---- regimes
         log_init, log_trans = _regime_inputs(spec, data, constraint, hier)
@@ -1319,6 +1333,8 @@ def _loadings(spec: Spec, shear=None) -> pt.TensorVariable:
 def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
     k = spec.n_regimes
     n_units = data.n_units
+    # Symbolic, as in _latent_path.
+    n_steps = pm.modelcontext(None).dim_lengths[dims.TIME]
     if k == 1:
         return pt.zeros((1, 1)), pt.zeros((1, 1, 1, 1))
     if spec.regimes.initial == "first":
@@ -1341,7 +1357,7 @@ def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
         else:
             rows = _rv("trans_p", prior, (dims.REGIME_FROM, dims.REGIME_TO))
         log_trans = log_trans_constant(rows, k, structure)
-        return log_init, hold_tracking(log_trans, data.n_steps, spec.regimes.known_tracking)
+        return log_init, hold_tracking(log_trans, n_steps, spec.regimes.known_tracking)
     rr = (dims.REGIME_FROM, dims.REGIME_TO)
     # Started where a move is expected about once over the series, not at the
     # prior's centre: at -3 (a move every ~20 steps) a chain can lock in to an
@@ -1375,9 +1391,9 @@ def _regime_inputs(spec: Spec, data: DecouplingData, constraint, hier):
         cov = pm.Data("transition_covariates", data.array(spec.regimes.covariates))
     lagged = pt.concatenate([constraint[:, :1], constraint[:, :-1]], axis=1)
     logits = hazard_logits(g0, g1, lagged, eta, cov)
-    logits = pt.specify_shape(logits, (n_units, data.n_steps, k, k))
+    logits = pt.specify_shape(logits, (n_units, n_steps, k, k))
     log_trans = log_trans_hazard(logits, structure)
-    return log_init, hold_tracking(log_trans, data.n_steps, spec.regimes.known_tracking)
+    return log_init, hold_tracking(log_trans, n_steps, spec.regimes.known_tracking)
 
 
 def spec_rv(spec: Spec, name: str, model_dims: tuple[str, ...]) -> pt.TensorVariable:

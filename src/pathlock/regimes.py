@@ -182,7 +182,7 @@ def transition_probabilities(logits: ArrayLike, structure: Structure) -> NDArray
     return p / p.sum(axis=-1, keepdims=True)
 
 
-def hold_tracking(log_trans: Any, n_steps: int, n_held: int) -> pt.TensorVariable:
+def hold_tracking(log_trans: Any, n_steps: Any, n_held: int) -> pt.TensorVariable:
     """``log_trans`` (unit or 1, time, regime, regime) with no move before ``n_held``.
 
     Steps ``t < n_held`` get the identity (``log 1`` staying, ``-inf``
@@ -195,7 +195,7 @@ def hold_tracking(log_trans: Any, n_steps: int, n_held: int) -> pt.TensorVariabl
         return log_trans
     k = int(log_trans.type.shape[-1])
     stay = np.where(np.eye(k) > 0, 0.0, -np.inf)
-    held = (np.arange(n_steps) < n_held)[None, :, None, None]
+    held = (pt.arange(n_steps) < n_held)[None, :, None, None]
     return pt.switch(held, stay[None, None], log_trans)
 
 
