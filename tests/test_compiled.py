@@ -98,34 +98,53 @@ def test_second_compile_loads_the_callbacks_from_disk(y):
     assert again.compiled_expand_func.cache_hits == 1
 
 
-def test_another_length_loads_the_callbacks_from_disk(y):
-    """The flat point's length is not compiled in: a model whose data are shorter
-    has the same graph key, loads both callbacks from disk and computes its own
-    density, gradient and trace; a point of the wrong length is refused."""
+def _latent_model(y):
+    """A latent level per observation: a free variable shaped by the ``obs`` dim."""
+    with pm.Model(coords={"obs": np.arange(len(y))}) as model:
+        data = pm.Data("y", y, dims="obs")
+        mu = pm.Normal("mu", 0.0, 5.0)
+        sigma = pm.HalfNormal("sigma", 2.0)
+        level = pm.Normal("level", mu, 1.0, dims="obs")
+        pm.Deterministic("resid", data - level, dims="obs")
+        pm.Normal("obs_y", level, sigma, observed=data, dims="obs")
+    return model
+
+
+def _key(compiled):
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
 
-    def key(compiled):
-        return CACHED_SRC_FUNCTIONS.get(compiled.logp_func.vm.jit_fn.py_func)
+    return CACHED_SRC_FUNCTIONS.get(compiled.logp_func.vm.jit_fn.py_func)
 
-    long = compile_nutpie(_model(y))
+
+def test_another_length_loads_the_callbacks_from_disk(y):
+    """With ``obs`` a run-time dim, the flat point's length is not compiled in: a
+    model whose data are shorter has the same graph key, loads both callbacks
+    from disk and computes its own density, gradient and trace, in nutpie's
+    layout; a point of the wrong length is refused. Without it the layout is
+    nutpie's static one and each length is its own graph."""
+    long = compile_nutpie(_latent_model(y), run_time_dims={"obs"})
     short_y = y[:25] - 0.5
-    model = _model(short_y)
-    short = compile_nutpie(model)
-    assert key(short) == key(long) is not None
+    model = _latent_model(short_y)
+    short = compile_nutpie(model, run_time_dims={"obs"})
+    assert _key(short) == _key(long) is not None
     assert short.compiled_logp_func.cache_hits == 1
     assert short.compiled_expand_func.cache_hits == 1
-    assert (short.n_dim, short.n_expanded) == (2, 3 + 25)
-    x = np.array([0.3, -0.2])
-    logp_fn = model.compile_logp()
-    dlogp_fn = model.compile_dlogp()
-    point = {"mu": 0.3, "sigma_log__": -0.2}
+    static = compile_nutpie(_latent_model(short_y))
+    assert _key(static) not in (None, _key(short))
+    assert static.shape_info == short.shape_info
+    assert (short.n_dim, short.n_expanded) == (2 + 25, 2 + 25 + 1 + 25)
+    x = np.random.default_rng(3).normal(size=short.n_dim)
+    point = {"mu": x[0], "sigma_log__": x[1], "level": x[2:]}
     code, logp, grad = _logp(short, x)
     assert code == 0
-    np.testing.assert_allclose(logp, logp_fn(point), rtol=1e-12)
-    np.testing.assert_allclose(grad, dlogp_fn(point), rtol=1e-12)
+    np.testing.assert_allclose(logp, model.compile_logp()(point), rtol=1e-12)
+    np.testing.assert_allclose(grad, model.compile_dlogp()(point), rtol=1e-12)
+    code_s, logp_s, grad_s = _logp(static, x)
+    assert code_s == 0
+    np.testing.assert_allclose([logp_s, *grad_s], [logp, *grad], rtol=1e-12)
     code, out = _expand(short, x)
     assert code == 0
-    np.testing.assert_allclose(out[-25:], 0.3 + short_y, rtol=1e-12)
+    np.testing.assert_allclose(out[-25:], short_y - x[2:], rtol=1e-12)
     n, grad_, logp_ = 3, np.zeros(3), np.zeros(1)
     code = short.compiled_logp_func.ctypes(
         n,

@@ -469,8 +469,9 @@ def test_one_compiled_graph_serves_every_length():
     keys = []
     for n_steps in (40, 57):
         df, _ = simulate(spec, None, n_steps=n_steps, seed=2)
-        m = build(spec, from_dataframe(df, time=spec.data.time)).model
-        compiled = compile_nutpie(m)
+        built = build(spec, from_dataframe(df, time=spec.data.time))
+        m = built.model
+        compiled = compile_nutpie(m, run_time_dims=built.run_time_dims)
         keys.append(CACHED_SRC_FUNCTIONS.get(compiled.logp_func.vm.jit_fn.py_func))
         point = make_initial_point_fn(model=m, jitter_rvs=set(m.free_RVs))(4)
         x = np.concatenate(

@@ -58,6 +58,10 @@ class Built:
     unjittered : frozenset of str
         Free variables whose initial value is derived from the data and which
         every chain starts from exactly (the sampler jitters the others).
+    run_time_dims : frozenset of str
+        Dims whose lengths (shared variables of ``model``) the graph reads at
+        run time: one compiled graph then serves every length of them
+        (:func:`pathlock.compiled.compile_nutpie`).
     """
 
     model: pm.Model
@@ -67,6 +71,7 @@ class Built:
     extras: Mapping[str, pt.TensorVariable] = field(default_factory=dict)
     data_shared: bool = False
     unjittered: frozenset[str] = frozenset()
+    run_time_dims: frozenset[str] = frozenset()
 
 
 @runtime_checkable

@@ -18,11 +18,10 @@ wrapper source, the numba, nutpie and PyTensor versions). A later compile of the
 graph loads the wrappers' machine code instead of compiling them.
 
 The functions themselves are built as nutpie builds them (:func:`_make_functions`)
-except that the flat point's length is read at run time, so a graph whose
-own shapes are symbolic (the decoupling model's time axis) has one key, and
-one set of cached callbacks, for every length of the series. The flat point
-holds the variables of constant shape first, then the others, each in
-nutpie's order; ``shape_info`` and the initial points follow that layout.
+except that the lengths of the dims a caller names (``run_time_dims``: the
+decoupling model's time axis) are read at run time, so a graph whose own
+shapes are symbolic in them has one key, and one set of cached callbacks,
+for every length of the series.
 
 Where PyTensor has no cache key for a graph (``numba__cache`` off, or an Op
 without one) that graph gets nutpie's own callback, compiled as nutpie compiles it.
@@ -84,7 +83,9 @@ def pathlock_expand(dim, expanded, x_, out_, user_data_):
 """
 
 
-def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> Any:
+def compile_nutpie(
+    model: Any, *, jitter_rvs: Iterable[Any] | None = None, run_time_dims: Iterable[str] = ()
+) -> Any:
     """Compile ``model`` for nutpie's numba backend, caching its callbacks on disk.
 
     Parameters
@@ -94,13 +95,20 @@ def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> An
     jitter_rvs
         Free variables whose start gets nutpie's uniform(-1, 1) jitter in the
         unconstrained space (``nutpie.compile_pymc_model``'s ``jitter_rvs``).
+    run_time_dims
+        Dims whose lengths (shared variables of ``model``) the compiled graph
+        reads at run time, so that one compiled graph, and one set of cached
+        callbacks, serves every length of them. Free variables shaped by them
+        are read from a flat point of run-time length, at offsets computed in
+        the graph. With none (the default) the layout and the graph are
+        nutpie's.
 
     Returns
     -------
     nutpie.compile_pymc.CompiledPyMCModel
         What ``nutpie.compile_pymc_model(model, backend="numba",
-        jitter_rvs=jitter_rvs)`` returns, with the same log density, trace and
-        initial points.
+        jitter_rvs=jitter_rvs)`` returns, with the same log density, trace,
+        initial points and layout of the flat point.
     """
     import numba
     import nutpie
@@ -119,7 +127,7 @@ def compile_nutpie(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> An
         )
     )
     n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = _make_functions(
-        model, point_fn
+        model, point_fn, frozenset(run_time_dims)
     )
     graph_keys = [CACHED_SRC_FUNCTIONS.get(f.vm.jit_fn.py_func) for f in (logp_pt, expand_pt)]
 
@@ -209,19 +217,20 @@ def _cached_cfunc(src: str, name: str, signature: Any, key: str, extract: Any) -
     return cfunc
 
 
-def _make_functions(model: Any, point_fn: Any) -> tuple[Any, ...]:
-    """What nutpie's ``_make_functions`` makes for numba, with the point's length left free.
+def _make_functions(model: Any, point_fn: Any, run_time_dims: frozenset[str]) -> tuple[Any, ...]:
+    """What nutpie's ``_make_functions`` makes for numba, with ``run_time_dims`` left free.
 
     nutpie reads the free variables out of a flat vector of static length, at
     constant offsets and with constant shapes, so every node of the compiled
     graph has static shapes and PyTensor's cache key changes with the length
     of the series: a model already compiled for T = 1000 was compiled again,
-    node by node, for T = 200. Here the vector has no static length and each
-    variable's offset and shape are the symbolic shapes of its random
-    variable, in the model's dim lengths (shared variables), so a graph whose
-    own shapes are symbolic has one key for every length. A variable whose
-    shape cannot be had without its random draw keeps nutpie's constant one.
-    Returns what nutpie's function returns, in the same order.
+    node by node, for T = 200. Here a variable shaped by ``run_time_dims`` is
+    read at an offset and with a shape computed from their lengths (shared
+    variables), and the vector then has no static length, so a graph whose
+    own shapes are symbolic has one key for every length. Every other
+    variable, and the vector where no variable is shaped by them, keeps
+    nutpie's constants. The layout is nutpie's. Returns what nutpie's
+    function returns, in the same order.
     """
     import pytensor.tensor as pt
     from nutpie import compile_pymc as cp
@@ -237,14 +246,13 @@ def _make_functions(model: Any, point_fn: Any) -> tuple[Any, ...]:
     for rv in model.free_RVs:
         value = model.rvs_to_values[rv]
         shape = tuple(int(d) for d in shapes[value.name])
-        free.append((rv, value, shape, _symbolic_shape(model, rv, shape)))
-    # Variables of constant shape first, at constant offsets: only those after a
-    # length-dependent one need their offset computed in the graph.
-    free.sort(key=lambda item: item[3] is not None)
+        free.append((rv, value, shape, _symbolic_shape(model, rv, shape, run_time_dims)))
     value_vars = [value for _, value, _, _ in free]
     names = [value.name for value in value_vars]
     static = [shape for _, _, shape, _ in free]
-    joined = pt.dvector("_unconstrained_point")
+    n_dim = sum(int(np.prod(shape, dtype=int)) for shape in static)
+    length = None if any(item[3] is not None for item in free) else n_dim
+    joined = pt.TensorType("float64", shape=(length,))("_unconstrained_point")
     start: Any = 0
     replacements = {}
     slices = []
@@ -261,7 +269,6 @@ def _make_functions(model: Any, point_fn: Any) -> tuple[Any, ...]:
         start = stop
         slices.append(slice(count, count + size))
         count += size
-    n_dim = count
 
     logp = rewrite_graph(model.logp(), include=rewrites)
     grads = pt.grad(logp, value_vars)
@@ -307,28 +314,26 @@ def _make_functions(model: Any, point_fn: Any) -> tuple[Any, ...]:
     )
 
 
-def _symbolic_shape(model: Any, rv: Any, shape: tuple[int, ...]) -> Any | None:
-    """The shape of ``rv``'s value variable in the model's dim lengths, or ``None``.
+def _symbolic_shape(
+    model: Any, rv: Any, shape: tuple[int, ...], run_time_dims: frozenset[str]
+) -> Any | None:
+    """The shape of ``rv``'s value variable in the lengths of ``run_time_dims``, or ``None``.
 
-    ``None`` where it is the constant ``shape``, or where it cannot be had
-    without drawing ``rv`` (the constant shape is then used).
+    ``None`` (use the constant ``shape``) where it does not depend on them, or
+    depends on anything else that is not a constant.
     """
     import pytensor.tensor as pt
     from pytensor.graph import rewrite_graph
     from pytensor.graph.basic import Constant
-    from pytensor.graph.traversal import ancestors, graph_inputs
-    from pytensor.tensor.random.op import RandomVariable
+    from pytensor.graph.traversal import graph_inputs
 
-    if not shape:
+    lengths = {model.dim_lengths[d] for d in run_time_dims if d in model.dim_lengths}
+    if not shape or not lengths:
         return None
     transform = model.rvs_to_transforms.get(rv)
     moved = rv if transform is None else transform.forward(rv, *rv.owner.inputs)
     symbolic = rewrite_graph(pt.as_tensor(moved.shape), include=("ShapeOpt", "canonicalize"))
-    if all(isinstance(v, Constant) for v in graph_inputs([symbolic])):
-        return None
-    if any(
-        v.owner is not None and isinstance(v.owner.op, RandomVariable)
-        for v in ancestors([symbolic])
-    ):
+    inputs = [v for v in graph_inputs([symbolic]) if not isinstance(v, Constant)]
+    if not inputs or any(v not in lengths for v in inputs):
         return None
     return symbolic

@@ -1230,6 +1230,9 @@ def build(spec: Spec, data: DecouplingData) -> Built:
             if _whitened(spec)
             else set()
         ),
+        # The time axes' lengths are shared; nothing else in the graph depends on
+        # the length, so one compiled graph serves every series length.
+        run_time_dims=frozenset({dims.TIME, "step"}),
     )
 
 

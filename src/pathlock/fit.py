@@ -424,7 +424,7 @@ def _compile(built: Built) -> Any:
     with warnings.catch_warnings():
         # An object-mode fallback would be silently 100x slower: make it loud.
         warnings.filterwarnings("error", message="Numba will use object mode")
-        return compile_nutpie(model, jitter_rvs=jitter)
+        return compile_nutpie(model, jitter_rvs=jitter, run_time_dims=built.run_time_dims)
 
 
 def _compile_nutpie(built: Built, spec: Any, rebuild: Callable[[], Built]) -> Any:
