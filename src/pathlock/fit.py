@@ -430,9 +430,9 @@ def _compile(built: Built) -> Any:
 def _compile_nutpie(built: Built, spec: Any, rebuild: Callable[[], Built]) -> Any:
     """The compiled nutpie model for ``built``, reusing one compiled for the same graph.
 
-    Compiling the decoupling model with numba takes 20-70 s the first time a
-    graph is seen (about 5 s at T = 1000 once its callbacks are in the disk
-    cache, :mod:`pathlock.compiled`); sampling it at T = 60 takes a few
+    Compiling the decoupling model with numba takes about 100 s the first time
+    a spec is seen (about 6 s at any length once its callbacks are in the
+    disk cache, :mod:`pathlock.compiled`); sampling it at T = 60 takes a few
     seconds.  Where every data-dependent value of the graph is a ``pm.Data``
     (``built.data_shared``), a model compiled earlier for the
     same spec and data shapes samples the new data once they are swapped in,
