@@ -304,7 +304,7 @@ def _series_data(name: str, value: ArrayLike) -> Any:
     The time axis's length is read at run time (``Built.run_time_dims``); the
     others are part of the graph's structure, and with their lengths static
     PyTensor broadcasts against them without run-time checks. At T = 200 that
-    took a cold compile from 105 s to 93 s and a gradient from 68 to 61 us
+    took a cold compile from 105 s to 97 s and a gradient from 68 to 62 us
     (benchmarks/README.md).
     """
     value = np.asarray(value)
