@@ -782,7 +782,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
     sigma = p["sigma"]
     init_prior = spec.prior("constraint_init")
     mode = spec.constraint.parameterization
-    inn_dims = (dims.UNIT, "step")
+    inn_dims = (dims.UNIT, dims.STEP)
     if mode == "noncentered":
         init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
         eps = pm.Normal("constraint_eps", 0.0, 1.0, dims=inn_dims)
@@ -1000,7 +1000,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
     coords: dict[str, Any] = {
         dims.UNIT: list(data.units),
         dims.TIME: list(data.times),
-        "step": list(data.times[1:]),
+        dims.STEP: list(data.times[1:]),
         dims.REGIME: list(names),
         dims.REGIME_FROM: list(names),
         dims.REGIME_TO: list(names),
@@ -1024,7 +1024,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
             lengths={
                 name: pt.constant(len(values), dtype="int64")
                 for name, values in coords.items()
-                if name not in (dims.TIME, "step")
+                if name not in (dims.TIME, dims.STEP)
             },
         )
         # ---- constraint process parameters
@@ -1245,7 +1245,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
         ),
         # The time axes' lengths are shared; nothing else in the graph depends on
         # the length, so one compiled graph serves every series length.
-        run_time_dims=frozenset({dims.TIME, "step"}),
+        run_time_dims=frozenset({dims.TIME, dims.STEP}),
     )
 
 

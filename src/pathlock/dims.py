@@ -13,6 +13,7 @@ __all__ = [
     "SAMPLE_DIMS",
     "UNIT",
     "TIME",
+    "STEP",
     "REGIME",
     "REGIME_FROM",
     "REGIME_TO",
@@ -31,6 +32,8 @@ DRAW = "draw"
 SAMPLE_DIMS: tuple[str, str] = (CHAIN, DRAW)
 UNIT = "unit"
 TIME = "time"
+#: The time labels after the first: one per increment of a latent path.
+STEP = "step"
 REGIME = "regime"
 REGIME_FROM = "regime_from"
 REGIME_TO = "regime_to"
