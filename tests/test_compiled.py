@@ -176,6 +176,30 @@ def test_cached_callbacks_read_the_data_they_are_given(y):
     assert abs(logp_first - expected) > 1.0
 
 
+def test_the_wrappers_call_the_graph_past_pytensors_caching_shim(y):
+    """PyTensor caches a graph's numba function behind ``def f(*args)``; the
+    wrappers call the function inside it, with the graph's own arguments (the
+    shim cost 9 s of a cold compile of the canonical model). A PyTensor
+    that renames or drops the shim fails here instead of compiling slowly."""
+    import inspect
+
+    from pathlock.compiled import _graph_function
+
+    compiled = compile_nutpie(_model(y))
+    for fn in (compiled.logp_func, compiled.expand_func):
+        shim = fn.vm.jit_fn
+        graph = _graph_function(shim)
+        assert graph is not shim
+        kinds = {p.kind for p in inspect.signature(shim.py_func).parameters.values()}
+        assert kinds == {inspect.Parameter.VAR_POSITIONAL}
+        params = inspect.signature(graph.py_func).parameters.values()
+        assert len(params) == len(fn.maker.fgraph.inputs)
+        assert inspect.Parameter.VAR_POSITIONAL not in {p.kind for p in params}
+    with pytensor.config.change_flags(numba__cache=False):
+        uncached = compile_nutpie(_model(y))
+    assert _graph_function(uncached.logp_func.vm.jit_fn) is uncached.logp_func.vm.jit_fn
+
+
 def test_an_error_in_the_graph_is_reported_as_nutpie_reports_it(y):
     """An exception inside the graph returns nuts-rs's error code (1), as nutpie's
     own callback does, from a compiled and from a cache-loaded callback."""
