@@ -312,7 +312,11 @@ def fit(
     draws, tune, chains : int, optional
         Defaults from the spec's sampler options, else 1000, 1000, 4.
     seed : int, optional
-        Seed for the sampler; the same seed gives the same draws.
+        Seed for the sampler; the same seed gives the same draws on the same
+        machine and versions, with one exception: the fit that compiles a
+        model cold (the first of its spec on a machine, for nutpie) rounds in
+        the last bits differently from every later one, which loads the
+        compiled code from PyTensor's disk cache, and so draws differently.
     sampler : {"nutpie", "pymc"}, optional
         nutpie with its numba backend (default) or PyMC's NUTS.
     target_accept : float, optional
