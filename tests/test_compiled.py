@@ -63,6 +63,23 @@ def y():
     return np.random.default_rng(5).normal(1.0, 0.5, size=40)
 
 
+def _assert_same_up_to_rounding(ours: np.ndarray, theirs: np.ndarray) -> None:
+    """Equal to 1e-12 of the largest entry.
+
+    Not bit for bit: PyTensor's numba function for a graph rounds differently in
+    the process that compiles it cold than once it is loaded from the disk
+    cache (benchmarks/README.md, "Calling the graph past PyTensor's caching
+    shim"; 5e-16 relative in the canonical model's log density). With the
+    cache cold, the first of two compiles of one graph compiles it in-process
+    and writes it to disk, and the second, or another test worker's, loads it
+    from there. A wrong layout, offset or data array moves these values by
+    far more than 1e-12.
+    """
+    theirs = np.asarray(theirs)
+    scale = max(float(np.max(np.abs(theirs), initial=0.0)), 1.0)
+    np.testing.assert_allclose(ours, theirs, rtol=0.0, atol=1e-12 * scale)
+
+
 def test_same_density_trace_and_starts_as_nutpie(y):
     """Log density, gradient, expanded draw and jittered starts equal nutpie's own
     compile, at several points; the layout nutpie reads them with is the same."""
@@ -79,15 +96,15 @@ def test_same_density_trace_and_starts_as_nutpie(y):
         code, logp, grad = _logp(ours, x)
         code_t, logp_t, grad_t = _logp(theirs, x)
         assert code == code_t == 0
-        assert logp == logp_t
-        np.testing.assert_array_equal(grad, grad_t)
+        _assert_same_up_to_rounding(logp, logp_t)
+        _assert_same_up_to_rounding(grad, grad_t)
         code, out = _expand(ours, x)
         code_t, out_t = _expand(theirs, x)
         assert code == code_t == 0
-        np.testing.assert_array_equal(out, out_t)
+        _assert_same_up_to_rounding(out, out_t)
     for seed in (0, 7):
         start, start_t = ours.initial_point_func(seed), theirs.initial_point_func(seed)
-        np.testing.assert_array_equal(start, start_t)
+        _assert_same_up_to_rounding(start, start_t)
 
 
 def test_second_compile_loads_the_callbacks_from_disk(y):
