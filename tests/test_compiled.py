@@ -196,8 +196,9 @@ def test_cached_callbacks_read_the_data_they_are_given(y):
 def test_the_wrappers_call_the_graph_past_pytensors_caching_shim(y):
     """PyTensor caches a graph's numba function behind ``def f(*args)``; the
     wrappers call the function inside it, with the graph's own arguments (the
-    shim cost 9 s of a cold compile of the canonical model). A PyTensor
-    that renames or drops the shim fails here instead of compiling slowly."""
+    shim cost 9 s of a cold compile of the canonical model). Where a PyTensor
+    release no longer keeps the graph in the shim's ``jitable_func``, the
+    wrappers would silently go back through the shim: this fails instead."""
     import inspect
 
     from pathlock.compiled import _graph_function
