@@ -66,14 +66,12 @@ def y():
 def _assert_same_up_to_rounding(ours: np.ndarray, theirs: np.ndarray) -> None:
     """Equal to 1e-12 of the largest entry.
 
-    Not bit for bit: PyTensor's numba function for a graph rounds differently in
-    the process that compiles it cold than once it is loaded from the disk
-    cache (benchmarks/README.md, "Calling the graph past PyTensor's caching
-    shim"; 5e-16 relative in the canonical model's log density). With the
-    cache cold, the first of two compiles of one graph compiles it in-process
-    and writes it to disk, and the second, or another test worker's, loads it
-    from there. A wrong layout, offset or data array moves these values by
-    far more than 1e-12.
+    Not bit for bit: ``compile_nutpie`` compiles without numba's fast-math
+    flags (``pathlock.compiled.sampler_flags``) and nutpie's own compile with
+    PyTensor's default, which reassociates and contracts floating-point
+    operations (5e-16 relative in the canonical model's log density). A
+    wrong layout, offset or data array moves these values by far more than
+    1e-12.
     """
     theirs = np.asarray(theirs)
     scale = max(float(np.max(np.abs(theirs), initial=0.0)), 1.0)
@@ -113,6 +111,70 @@ def test_second_compile_loads_the_callbacks_from_disk(y):
     again = compile_nutpie(_model(y))
     assert again.compiled_logp_func.cache_hits == 1
     assert again.compiled_expand_func.cache_hits == 1
+
+
+_COLD_OR_CACHED = r"""
+import ctypes, hashlib, json
+import numpy as np
+import pymc as pm
+from pathlock.compiled import compile_nutpie
+
+y = np.random.default_rng(5).normal(1.0, 0.5, size=40)
+with pm.Model(coords={"obs": np.arange(len(y))}) as plain:
+    data = pm.Data("y", y, dims="obs")
+    mu = pm.Normal("mu", 0.0, 5.0)
+    sigma = pm.HalfNormal("sigma", 2.0)
+    pm.Normal("obs_y", mu, sigma, observed=data, dims="obs")
+with pm.Model(coords={"obs": np.arange(len(y))}) as latent:
+    data = pm.Data("y", y, dims="obs")
+    mu = pm.Normal("mu", 0.0, 5.0)
+    sigma = pm.HalfNormal("sigma", 2.0)
+    level = pm.Normal("level", mu, 1.0, dims="obs")
+    pm.Deterministic("growth", pm.math.exp(level).cumsum(), dims="obs")
+    pm.Normal("obs_y", level, sigma, observed=data, dims="obs")
+P = ctypes.POINTER(ctypes.c_double)
+hits, digest = [], hashlib.sha256()
+for compiled in (compile_nutpie(plain), compile_nutpie(latent, run_time_dims={"obs"})):
+    user = compiled.user_data.ctypes.data_as(ctypes.c_void_p)
+    n = compiled.n_dim
+    hits.append(compiled.compiled_logp_func.cache_hits)
+    for x in np.random.default_rng(1).normal(size=(10, n)):
+        x = np.ascontiguousarray(x)
+        grad, logp, out = np.zeros(n), np.zeros(1), np.zeros(compiled.n_expanded)
+        compiled.compiled_logp_func.ctypes(
+            n, x.ctypes.data_as(P), grad.ctypes.data_as(P), logp.ctypes.data_as(P), user
+        )
+        compiled.compiled_expand_func.ctypes(
+            n, compiled.n_expanded, x.ctypes.data_as(P), out.ctypes.data_as(P), user
+        )
+        digest.update(logp.tobytes() + grad.tobytes() + out.tobytes())
+print(json.dumps([hits, digest.hexdigest()]))
+"""
+
+
+def test_a_cold_compile_computes_what_the_cache_loads(tmp_path):
+    """The process that compiles a graph cold and a later one that loads it from
+    the disk cache compute the same log density, gradient and trace, bit for
+    bit, so the first fit of a spec on a machine draws what later fits draw.
+    With PyTensor's default fast-math flags the first of these models differs
+    in the last bits (so does the canonical decoupling model), which NUTS
+    amplifies into other draws."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTENSOR_FLAGS=f"base_compiledir={tmp_path}")
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", _COLD_OR_CACHED], env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    (cold_hits, cold), (cached_hits, cached) = runs
+    assert (cold_hits, cached_hits) == ([0, 0], [1, 1])
+    assert cold == cached
 
 
 def _latent_model(y):

@@ -27,6 +27,10 @@ decoupling model's time axis) are read at run time, so a graph whose own
 shapes are symbolic in them has one key, and one set of cached callbacks,
 for every length of the series.
 
+Both graphs are compiled without numba's fast-math flags (:func:`sampler_flags`),
+so that a process that compiles them cold computes what a process that
+loads them from the disk cache computes, bit for bit.
+
 Where PyTensor has no cache key for a graph (``numba__cache`` off, or an Op
 without one) that graph gets nutpie's own callback, compiled as nutpie compiles it.
 The wrappers' bodies follow nutpie's (``_make_c_logp_func``, ``_make_c_expand_func``)
@@ -112,8 +116,43 @@ def compile_nutpie(
     nutpie.compile_pymc.CompiledPyMCModel
         What ``nutpie.compile_pymc_model(model, backend="numba",
         jitter_rvs=jitter_rvs)`` returns, with the same log density, trace,
-        initial points and layout of the flat point.
+        initial points and layout of the flat point. Compiled under
+        :func:`sampler_flags` (no fast-math), so the log density and gradient
+        are nutpie's up to rounding, and the same in every process.
     """
+    with sampler_flags():
+        return _compile_nutpie(model, jitter_rvs, frozenset(run_time_dims))
+
+
+def sampler_flags() -> Any:
+    """PyTensor's config for compiling a graph that a sampler calls: no fast-math.
+
+    PyTensor compiles numba code with LLVM's fast-math flags by default
+    (``numba__fastmath``: reassociation, contraction, approximate functions).
+    With them, the same graph rounds differently in the process that compiles
+    it cold, where numba optimises the node functions' IR together with the
+    graph's, than in every later process, which loads each node's object code
+    from the disk cache and calls it. NUTS trajectories amplify a difference
+    in the last bit, so the first fit of a spec on a machine drew other
+    samples for the same seed than every fit after it. Without fast-math the
+    two are equal bit for bit (benchmarks/README.md, "Fast-math off: the first
+    fit draws what later fits draw"), for about 2 % on every gradient of the
+    canonical model. PyTensor keys its disk cache by the flag, so graphs
+    compiled with it and without it do not mix.
+
+    Returns
+    -------
+    context manager
+        ``pytensor.config.change_flags(numba__fastmath=False)``.
+    """
+    import pytensor
+
+    return pytensor.config.change_flags(numba__fastmath=False)
+
+
+def _compile_nutpie(
+    model: Any, jitter_rvs: Iterable[Any] | None, run_time_dims: frozenset[str]
+) -> Any:
     import numba
     import nutpie
     import pytensor
@@ -131,7 +170,7 @@ def compile_nutpie(
         )
     )
     n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = _make_functions(
-        model, point_fn, frozenset(run_time_dims)
+        model, point_fn, run_time_dims
     )
     graph_keys = [CACHED_SRC_FUNCTIONS.get(f.vm.jit_fn.py_func) for f in (logp_pt, expand_pt)]
 

@@ -313,10 +313,9 @@ def fit(
         Defaults from the spec's sampler options, else 1000, 1000, 4.
     seed : int, optional
         Seed for the sampler; the same seed gives the same draws on the same
-        machine and versions, with one exception: the fit that compiles a
-        model cold (the first of its spec on a machine, for nutpie) rounds in
-        the last bits differently from every later one, which loads the
-        compiled code from PyTensor's disk cache, and so draws differently.
+        machine and versions, whether the fit compiles the model cold or
+        loads it from PyTensor's disk cache (both samplers' graphs are
+        compiled without fast-math, :func:`pathlock.compiled.sampler_flags`).
     sampler : {"nutpie", "pymc"}, optional
         nutpie with its numba backend (default) or PyMC's NUTS.
     target_accept : float, optional
@@ -551,21 +550,24 @@ def _sample_pymc(
 ) -> xr.DataTree:
     import pymc as pm
 
+    from pathlock.compiled import sampler_flags
+
     kwargs: dict[str, Any] = {}
     if target_accept is not None:
         kwargs["target_accept"] = float(target_accept)
-    return pm.sample(
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        cores=cores if cores is not None else min(chains, os.cpu_count() or 1),
-        random_seed=seed,
-        progressbar=progress,
-        nuts_sampler="pymc",
-        compute_convergence_checks=False,
-        model=built.model,
-        **kwargs,
-    )
+    with sampler_flags():
+        return pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores if cores is not None else min(chains, os.cpu_count() or 1),
+            random_seed=seed,
+            progressbar=progress,
+            nuts_sampler="pymc",
+            compute_convergence_checks=False,
+            model=built.model,
+            **kwargs,
+        )
 
 
 def _assemble(tree: xr.DataTree, data: Any) -> xr.DataTree:
