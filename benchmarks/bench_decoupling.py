@@ -6,7 +6,8 @@ requested length, fits it with ``pathlock.fit`` (nutpie, numba backend, the
 spec's parameterisation) and with numpyro (textbook non-centred increments,
 ``lax.scan`` forward algorithm, NUTS), and prints wall time (compile
 included), minimum bulk ESS over the scalar parameters, ESS per second,
-divergences and maximum R-hat for both.
+divergences and maximum R-hat for both, then the bulk ESS of each scalar
+parameter (the smallest over its entries).
 
 Usage::
 
@@ -74,6 +75,7 @@ def _summary(tree, names, wall):
     div = int(tree.sample_stats["diverging"].sum())
     return {
         "wall_s": wall,
+        "ess_by": {n: float(ess[n].min()) for n in names},
         "min_ess": min_ess,
         "ess_per_s": min_ess / wall,
         "div": div,
@@ -199,7 +201,7 @@ def main() -> None:
     # Default: the spec's [sampler] settings, what pathlock.fit uses (diag; target_accept
     # by series length, pathlock.spec.default_target_accept). At T = 1000 nutpie's low-rank
     # metric made each leapfrog step 3.6 times dearer after 1000 tuning draws than diag.
-    parser.add_argument("--adaptation", default=None, choices=["diag", "low_rank"])
+    parser.add_argument("--adaptation", default=None, choices=["draw_diag", "diag", "low_rank"])
     parser.add_argument("--target-accept", type=float, default=None)
     parser.add_argument(
         "--fit-seeds",
@@ -236,7 +238,7 @@ def main() -> None:
             median = {
                 k: float(np.median([r[k] for r in refits]))
                 for k in refits[0]
-                if k != "rhat_all_name"
+                if k not in ("rhat_all_name", "ess_by")
             }
             rows.append((f"  median of the {len(refits)} above", n_steps, median))
     # numpyro last: after a numpyro run in the same process, a pathlock fit at T = 1000
@@ -255,6 +257,14 @@ def main() -> None:
             f"{r['ess_per_s']:>10.2f}{r['div']:>7.0f}{r['tree']:>6.0f}"
             f"{r['max_rhat']:>8.3f}  {worst}"
         )
+
+    names = [n for n in SCALARS if any(n in r.get("ess_by", {}) for _, _, r in rows)]
+    print("\nbulk ESS by parameter (the smallest over its entries)")
+    print(f"{'engine':<32}{'T':>6}" + "".join(f"{n:>18}" for n in names))
+    for name, n_steps, r in rows:
+        if "ess_by" in r:
+            cells = "".join(f"{r['ess_by'].get(n, float('nan')):>18.0f}" for n in names)
+            print(f"{name:<32}{n_steps:>6}{cells}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=150)
     parser.add_argument("--data-seed", type=int, default=1)
     parser.add_argument("--fit-seed", type=int, default=3)
-    parser.add_argument("--adaptation", default="diag", choices=["diag", "low_rank"])
+    parser.add_argument("--adaptation", default="diag", choices=["draw_diag", "diag", "low_rank"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 

@@ -179,6 +179,11 @@ def test_bad_arguments_fail_before_sampling(toy_data):
         fit(ToySpec(), toy_data, draws=0)
     with pytest.raises(PathlockError, match="target_accept"):
         fit(ToySpec(), toy_data, target_accept=1.5)
+    with pytest.raises(
+        PathlockError,
+        match=r"adaptation must be one of \['draw_diag', 'diag', 'low_rank'\]; found 'dense'",
+    ):
+        fit(ToySpec(), toy_data, adaptation="dense")
 
 
 def test_convergence_warning_names_parameters(toy_data):
@@ -398,4 +403,47 @@ def test_decoupling_fit_takes_target_accept_by_length_unless_set(
     monkeypatch.setattr(fit_module, "_sample_nutpie", sample)
     with pytest.raises(Stop):
         fit(spec, df)
+    assert seen == [expected]
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "spec_value", "argument", "expected"),
+    [
+        (60, None, None, "diag"),
+        (600, None, None, "draw_diag"),
+        (60, "draw_diag", None, "draw_diag"),
+        (600, "diag", "low_rank", "low_rank"),
+    ],
+)
+def test_decoupling_fit_chooses_adaptation_by_length_unless_set(
+    monkeypatch, n_steps, spec_value, argument, expected
+):
+    """The decoupling model's unset mass-matrix adaptation is chosen from the series
+    length (pathlock.spec.default_adaptation) and passed to nutpie; a value in the
+    spec is used as is, and ``fit``'s argument overrides both."""
+    import dataclasses
+
+    import nutpie
+
+    from pathlock.simulate import simulate
+    from pathlock.spec import Spec
+
+    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
+    spec = dataclasses.replace(
+        spec, sampler=dataclasses.replace(spec.sampler, adaptation=spec_value)
+    )
+    df, _ = simulate(spec, n_steps=n_steps, seed=1)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def sample(*args, **kwargs):
+        seen.append(kwargs["adaptation"])
+        raise Stop
+
+    monkeypatch.setattr(importlib.import_module("pathlock.fit"), "_compile_nutpie", lambda *a: None)
+    monkeypatch.setattr(nutpie, "sample", sample)
+    with pytest.raises(Stop):
+        fit(spec, df, adaptation=argument)
     assert seen == [expected]

@@ -23,6 +23,7 @@ from pathlock.spec import (
     RegimeSpec,
     SeriesSpec,
     Spec,
+    default_adaptation,
     default_target_accept,
     prior_table,
 )
@@ -383,3 +384,27 @@ def test_unset_target_accept_is_chosen_by_series_length() -> None:
     short, long = (SimpleNamespace(n_steps=n) for n in (499, 500))
     assert (spec.target_accept_for(short), spec.target_accept_for(long)) == (0.98, 0.85)
     assert (fixed.target_accept_for(short), fixed.target_accept_for(long)) == (0.8, 0.8)
+
+
+def test_unset_adaptation_is_chosen_by_series_length() -> None:
+    """Left out of the TOML, the mass-matrix adaptation stays unset through a round
+    trip and the default rule gives ``diag`` below 500 steps and ``draw_diag``
+    from 500 on; every allowed value round-trips, another is refused with the
+    allowed ones."""
+    spec = Spec.from_toml(ROOT / "models" / "decoupling.toml")
+    assert spec.sampler.adaptation is None
+    assert "adaptation" not in spec.to_toml()
+    assert Spec.from_toml_string(spec.to_toml()).sampler.adaptation is None
+    assert (default_adaptation(60), default_adaptation(499)) == ("diag", "diag")
+    assert (default_adaptation(500), default_adaptation(1000)) == ("draw_diag", "draw_diag")
+    short, long = (SimpleNamespace(n_steps=n) for n in (499, 500))
+    assert (spec.adaptation_for(short), spec.adaptation_for(long)) == ("diag", "draw_diag")
+    for value in ("draw_diag", "diag", "low_rank"):
+        fixed = dataclasses.replace(
+            spec, sampler=dataclasses.replace(spec.sampler, adaptation=value)
+        )
+        assert Spec.from_toml_string(fixed.to_toml()).sampler.adaptation == value
+        assert (fixed.adaptation_for(short), fixed.adaptation_for(long)) == (value, value)
+    bad = fixed.to_toml().replace('adaptation = "low_rank"', 'adaptation = "dense"')
+    with pytest.raises(SpecError, match=r"sampler\.adaptation.*draw_diag.*diag.*low_rank"):
+        Spec.from_toml_string(bad)

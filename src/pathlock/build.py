@@ -90,7 +90,9 @@ class ModelSpec(Protocol):
     A family may also define ``target_accept_for(data) -> float``: the NUTS
     target acceptance rate :func:`pathlock.fit` uses for validated ``data`` when
     its own ``target_accept`` is not given (the decoupling ``Spec`` chooses it
-    by series length). Without it, ``fit`` reads the spec's ``sampler`` options.
+    by series length), and likewise ``adaptation_for(data) -> str``, nutpie's
+    mass-matrix adaptation. Without them, ``fit`` reads the spec's ``sampler``
+    options.
     """
 
     family: str

@@ -46,6 +46,9 @@ FILE_FORMAT_VERSION = 4
 
 Sampler = Literal["nutpie", "pymc"]
 
+#: nutpie's mass-matrix adaptations that ``fit`` passes on.
+ADAPTATIONS = ("draw_diag", "diag", "low_rank")
+
 
 class ConvergenceWarning(UserWarning):
     """Divergences or R-hat above the threshold in a fit."""
@@ -323,9 +326,15 @@ def fit(
         where the family has one (the decoupling model's ``[sampler]`` value,
         else chosen by series length, :func:`pathlock.spec.default_target_accept`),
         else the spec's ``[sampler]`` value, else the sampler's 0.8.
-    adaptation : {"diag", "low_rank"}, optional
-        nutpie's mass-matrix adaptation (default from the spec, else ``"diag"``);
-        ``"low_rank"`` also learns the few most correlated directions.
+    adaptation : {"draw_diag", "diag", "low_rank"}, optional
+        nutpie's mass-matrix adaptation. Default: the spec's
+        ``adaptation_for(data)`` where the family has one (the decoupling
+        model's ``[sampler]`` value, else chosen by series length,
+        :func:`pathlock.spec.default_adaptation`), else the spec's
+        ``[sampler]`` value, else ``"diag"``. ``"draw_diag"`` estimates the
+        diagonal from the draws' variances alone, ``"diag"`` (nutpie's
+        default) from the draws and the gradients, ``"low_rank"`` also learns
+        the few most correlated directions.
     cores : int, optional
         Chains run in parallel on this many cores (default: all).
     progress : bool
@@ -355,11 +364,18 @@ def fit(
             raise PathlockError(f"{name} must be at least {low}; found {value}")
     if sampler == "nutpie" and tune < 1:
         raise PathlockError("tune must be at least 1 with the nutpie sampler; found 0")
-    adaptation = adaptation if adaptation is not None else opts.get("adaptation", "diag")
-    if adaptation not in ("diag", "low_rank"):
-        raise PathlockError(f"adaptation must be one of ['diag', 'low_rank']; found {adaptation!r}")
+    if adaptation is not None and adaptation not in ADAPTATIONS:
+        raise PathlockError(f"adaptation must be one of {list(ADAPTATIONS)}; found {adaptation!r}")
 
     prepared = spec.prepare_data(data)
+    if adaptation is None:
+        # As for target_accept: the decoupling model chooses by series length.
+        chooser = getattr(spec, "adaptation_for", None)
+        adaptation = chooser(prepared) if chooser is not None else opts.get("adaptation", "diag")
+        if adaptation not in ADAPTATIONS:
+            raise PathlockError(
+                f"sampler.adaptation must be one of {list(ADAPTATIONS)}; found {adaptation!r}"
+            )
     if target_accept is None:
         # A family may choose the rate from the data (the decoupling model does,
         # by series length); otherwise the spec's [sampler] value, if any.

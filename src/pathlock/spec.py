@@ -69,7 +69,7 @@ InitialRegime = Literal["first", "free"]
 Fill = Literal["error", "ffill", "zero"]
 DataFormat = Literal["long", "wide"]
 SamplerName = Literal["nutpie", "pymc"]
-Adaptation = Literal["diag", "low_rank"]
+Adaptation = Literal["draw_diag", "diag", "low_rank"]
 Support = Literal["real", "positive", "unit_interval", "simplex"]
 
 COUNT_FAMILIES: frozenset[str] = frozenset({"poisson", "negative_binomial"})
@@ -888,7 +888,8 @@ class UnitSpec:
         return out
 
 
-#: Series at least this long get the smaller target acceptance rate by default.
+#: Series at least this long get the smaller target acceptance rate and the
+#: draw-based mass matrix by default.
 LONG_SERIES = 500
 
 
@@ -901,6 +902,22 @@ def default_target_accept(n_steps: int) -> float:
     "target_accept 0.98 in short series").
     """
     return 0.98 if n_steps < LONG_SERIES else 0.85
+
+
+def default_adaptation(n_steps: int) -> Adaptation:
+    """The mass-matrix adaptation for the decoupling model when the spec sets none.
+
+    ``"diag"`` (nutpie's default: the draws' and the gradients' variances) for
+    series shorter than :data:`LONG_SERIES` time steps, ``"draw_diag"`` (the
+    draws' variances alone) from there on. At T = 1000 the draw-based
+    diagonal doubled the bulk ESS of ``feedback_a``, ``feedback_b`` and
+    ``feedback_w`` at the same wall time; at T = 200 it doubled that of
+    ``constraint_sigma`` too, but in the SBC study (T = 60, 2 x 500+500) it
+    left more fits with a divergence (20, against 16 with ``"diag"`` in the
+    previous run) and ``indicator_sigma``'s ranks at chi2 p = 0.004 (0.145)
+    (benchmarks/README.md, "nutpie's draw-based diagonal metric").
+    """
+    return "diag" if n_steps < LONG_SERIES else "draw_diag"
 
 
 @dataclass(frozen=True)
@@ -923,11 +940,17 @@ class SamplerSpec:
         draw at 0.85, min bulk ESS 705-840 against 547-650 at 0.9; trees of 31
         leapfrog steps, 63 at 0.95; benchmarks/README.md).
     sampler : {"nutpie", "pymc"}
-    adaptation : {"diag", "low_rank"}
-        nutpie's mass-matrix adaptation: (default) diagonal, or diagonal plus a
-        low-rank correction learnt from the gradients, which follows a few
+    adaptation : {"draw_diag", "diag", "low_rank"} or None
+        nutpie's mass-matrix adaptation; ignored by ``pymc``. None (the
+        default) chooses by series length (:func:`default_adaptation`):
+        ``"diag"`` below 500 time steps, ``"draw_diag"`` from 500 on.
+        ``"draw_diag"`` is a diagonal estimated from the draws' variances
+        alone; ``"diag"`` (nutpie's default) estimates it from the draws and
+        the gradients, and at T = 1000 gave half the bulk ESS of
+        ``feedback_a``, ``feedback_b`` and ``feedback_w``. ``"low_rank"`` adds
+        a low-rank correction learnt from the gradients, which follows a few
         strongly correlated directions but makes each leapfrog step about 3.6
-        times dearer at T = 1000; ignored by ``pymc``.
+        times dearer at T = 1000.
     """
 
     draws: int = 1000
@@ -935,7 +958,7 @@ class SamplerSpec:
     chains: int = 4
     target_accept: float | None = None
     sampler: SamplerName = "nutpie"
-    adaptation: Adaptation = "diag"
+    adaptation: Adaptation | None = None
 
     _KEYS = ("draws", "tune", "chains", "target_accept", "sampler", "adaptation")
 
@@ -952,11 +975,16 @@ class SamplerSpec:
                 else None
             ),
             sampler=t.choice("sampler", get_args(SamplerName), "nutpie"),  # type: ignore[arg-type]
-            adaptation=t.choice("adaptation", get_args(Adaptation), "diag"),  # type: ignore[arg-type]
+            adaptation=(
+                t.choice("adaptation", get_args(Adaptation), "diag")  # type: ignore[arg-type]
+                if "adaptation" in t.raw
+                else None
+            ),
         )
 
     def _to_dict(self) -> dict[str, Any]:
-        # TOML has no null: an unset target_accept is left out, and read back unset.
+        # TOML has no null: an unset target_accept or adaptation is left out, and read
+        # back unset.
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
@@ -1133,7 +1161,8 @@ class Spec:
         chains = 4
         # target_accept = 0.85         # default: 0.98 below 500 steps, 0.85 from 500
         sampler = "nutpie"             # nutpie | pymc
-        adaptation = "diag"            # diag | low_rank (nutpie's mass matrix)
+        # adaptation = "draw_diag"     # draw_diag | diag | low_rank (nutpie's mass matrix);
+                                       # default: diag below 500 steps, draw_diag from 500
 
         [data]
         time = "time"
@@ -1731,6 +1760,17 @@ class Spec:
         if self.sampler.target_accept is not None:
             return float(self.sampler.target_accept)
         return default_target_accept(data.n_steps)
+
+    def adaptation_for(self, data: DecouplingData) -> Adaptation:
+        """The mass-matrix adaptation for ``data``: ``[sampler]``'s, else by length.
+
+        :func:`pathlock.fit` asks for it when its own ``adaptation`` is not
+        given; where ``[sampler]`` sets none it is :func:`default_adaptation`
+        of the series length.
+        """
+        if self.sampler.adaptation is not None:
+            return self.sampler.adaptation
+        return default_adaptation(data.n_steps)
 
     def loglike(self, data: Any, params: Mapping[str, Any]) -> float:
         """Marginal log-likelihood at named parameters (delegates to :mod:`pathlock.decoupling`)."""
