@@ -913,9 +913,8 @@ def default_adaptation(n_steps: int) -> Adaptation:
     diagonal doubled the bulk ESS of ``feedback_a``, ``feedback_b`` and
     ``feedback_w`` at the same wall time; at T = 200 it doubled that of
     ``constraint_sigma`` too, but in the SBC study (T = 60, 2 x 500+500) it
-    left more fits with a divergence (20, against 16 with ``"diag"`` in the
-    previous run) and ``indicator_sigma``'s ranks at chi2 p = 0.004 (0.145)
-    (benchmarks/README.md, "nutpie's draw-based diagonal metric").
+    left 20 fits of 100 with a divergence against 12 and took 809 s against
+    464 (benchmarks/README.md, "nutpie's draw-based diagonal metric").
     """
     return "diag" if n_steps < LONG_SERIES else "draw_diag"
 
