@@ -371,6 +371,25 @@ def test_regime_inputs_take_the_latent_path_the_posterior_holds():
     assert np.abs(inputs.log_emit - recomputed.log_emit).max() > 1.0
 
 
+class _Stop(Exception):
+    """Raised by a patched sampler once it has seen its arguments."""
+
+
+def _decoupling_sampler_case(monkeypatch, n_steps: int, **sampler):
+    """The canonical spec with ``[sampler]`` values replaced, data of ``n_steps``
+    simulated from it, and compilation patched out (the callers stop at sampling)."""
+    import dataclasses
+
+    from pathlock.simulate import simulate
+    from pathlock.spec import Spec
+
+    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
+    spec = dataclasses.replace(spec, sampler=dataclasses.replace(spec.sampler, **sampler))
+    df, _ = simulate(spec, n_steps=n_steps, seed=1)
+    monkeypatch.setattr(importlib.import_module("pathlock.fit"), "_compile_nutpie", lambda *a: None)
+    return spec, df
+
+
 @pytest.mark.parametrize(
     ("n_steps", "spec_value", "expected"), [(60, None, 0.98), (600, None, 0.85), (600, 0.8, 0.8)]
 )
@@ -379,29 +398,15 @@ def test_decoupling_fit_takes_target_accept_by_length_unless_set(
 ):
     """The decoupling model's unset target_accept is chosen from the series length
     (pathlock.spec.default_target_accept); a value in the spec is used as is."""
-    import dataclasses
-
-    from pathlock.simulate import simulate
-    from pathlock.spec import Spec
-
-    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
-    spec = dataclasses.replace(
-        spec, sampler=dataclasses.replace(spec.sampler, target_accept=spec_value)
-    )
-    df, _ = simulate(spec, n_steps=n_steps, seed=1)
+    spec, df = _decoupling_sampler_case(monkeypatch, n_steps, target_accept=spec_value)
     seen = []
-
-    class Stop(Exception):
-        pass
 
     def sample(built, compiled, draws, tune, chains, seed, target_accept, *rest):
         seen.append(target_accept)
-        raise Stop
+        raise _Stop
 
-    fit_module = importlib.import_module("pathlock.fit")
-    monkeypatch.setattr(fit_module, "_compile_nutpie", lambda *args: None)
-    monkeypatch.setattr(fit_module, "_sample_nutpie", sample)
-    with pytest.raises(Stop):
+    monkeypatch.setattr(importlib.import_module("pathlock.fit"), "_sample_nutpie", sample)
+    with pytest.raises(_Stop):
         fit(spec, df)
     assert seen == [expected]
 
@@ -421,29 +426,16 @@ def test_decoupling_fit_chooses_adaptation_by_length_unless_set(
     """The decoupling model's unset mass-matrix adaptation is chosen from the series
     length (pathlock.spec.default_adaptation) and passed to nutpie; a value in the
     spec is used as is, and ``fit``'s argument overrides both."""
-    import dataclasses
-
     import nutpie
 
-    from pathlock.simulate import simulate
-    from pathlock.spec import Spec
-
-    spec = Spec.from_toml(Path(__file__).resolve().parents[1] / "models" / "decoupling.toml")
-    spec = dataclasses.replace(
-        spec, sampler=dataclasses.replace(spec.sampler, adaptation=spec_value)
-    )
-    df, _ = simulate(spec, n_steps=n_steps, seed=1)
+    spec, df = _decoupling_sampler_case(monkeypatch, n_steps, adaptation=spec_value)
     seen = []
-
-    class Stop(Exception):
-        pass
 
     def sample(*args, **kwargs):
         seen.append(kwargs["adaptation"])
-        raise Stop
+        raise _Stop
 
-    monkeypatch.setattr(importlib.import_module("pathlock.fit"), "_compile_nutpie", lambda *a: None)
     monkeypatch.setattr(nutpie, "sample", sample)
-    with pytest.raises(Stop):
+    with pytest.raises(_Stop):
         fit(spec, df, adaptation=argument)
     assert seen == [expected]
