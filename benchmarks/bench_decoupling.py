@@ -198,8 +198,9 @@ def main() -> None:
         default="auto",
         choices=["auto", "whitened", "data_centered", "centered", "noncentered"],
     )
-    # Default: the spec's [sampler] settings, what pathlock.fit uses (diag; target_accept
-    # by series length, pathlock.spec.default_target_accept). At T = 1000 nutpie's low-rank
+    # Default: the spec's [sampler] settings, what pathlock.fit uses (adaptation and
+    # target_accept by series length, pathlock.spec.default_adaptation and
+    # default_target_accept). At T = 1000 nutpie's low-rank
     # metric made each leapfrog step 3.6 times dearer after 1000 tuning draws than diag.
     parser.add_argument("--adaptation", default=None, choices=["draw_diag", "diag", "low_rank"])
     parser.add_argument("--target-accept", type=float, default=None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import pymc as pm
 import pytensor.tensor as pt
@@ -28,6 +28,9 @@ __all__ = [
     "register_family",
     "spec_class",
 ]
+
+#: nutpie's mass-matrix adaptations, for every family's ``[sampler]`` and ``fit``.
+Adaptation = Literal["draw_diag", "diag", "low_rank"]
 
 
 @dataclass(frozen=True)

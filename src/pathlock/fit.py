@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pytensor
@@ -29,7 +29,7 @@ from pytensor.graph.basic import equal_computations
 from pytensor.graph.replace import vectorize_graph
 
 from pathlock import dims
-from pathlock.build import Built, ModelSpec, spec_class
+from pathlock.build import Adaptation, Built, ModelSpec, spec_class
 from pathlock.errors import PathlockError, ResultFileError
 from pathlock.hmm import ForwardBackwardResult, _forward_backward, _standardise
 
@@ -47,7 +47,7 @@ FILE_FORMAT_VERSION = 4
 Sampler = Literal["nutpie", "pymc"]
 
 #: nutpie's mass-matrix adaptations that ``fit`` passes on.
-ADAPTATIONS = ("draw_diag", "diag", "low_rank")
+ADAPTATIONS: tuple[str, ...] = get_args(Adaptation)
 
 
 class ConvergenceWarning(UserWarning):

@@ -28,7 +28,7 @@ import numpy as np
 import tomli_w
 
 from pathlock import dims
-from pathlock.build import register_family
+from pathlock.build import Adaptation, register_family
 from pathlock.errors import SpecError
 
 if TYPE_CHECKING:
@@ -69,7 +69,6 @@ InitialRegime = Literal["first", "free"]
 Fill = Literal["error", "ffill", "zero"]
 DataFormat = Literal["long", "wide"]
 SamplerName = Literal["nutpie", "pymc"]
-Adaptation = Literal["draw_diag", "diag", "low_rank"]
 Support = Literal["real", "positive", "unit_interval", "simplex"]
 
 COUNT_FAMILIES: frozenset[str] = frozenset({"poisson", "negative_binomial"})
