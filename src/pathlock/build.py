@@ -29,7 +29,9 @@ __all__ = [
     "spec_class",
 ]
 
-#: nutpie's mass-matrix adaptations, for every family's ``[sampler]`` and ``fit``.
+#: The samplers and nutpie's mass-matrix adaptations, for every family's
+#: ``[sampler]`` and for ``fit``.
+SamplerName = Literal["nutpie", "pymc"]
 Adaptation = Literal["draw_diag", "diag", "low_rank"]
 
 

@@ -29,7 +29,7 @@ from pytensor.graph.basic import equal_computations
 from pytensor.graph.replace import vectorize_graph
 
 from pathlock import dims
-from pathlock.build import Adaptation, Built, ModelSpec, spec_class
+from pathlock.build import Adaptation, Built, ModelSpec, SamplerName, spec_class
 from pathlock.errors import PathlockError, ResultFileError
 from pathlock.hmm import ForwardBackwardResult, _forward_backward, _standardise
 
@@ -43,8 +43,6 @@ __all__ = ["Fit", "fit", "load_fit", "FILE_FORMAT_VERSION", "ConvergenceWarning"
 #: 4: the ratchet's whitened steps are bent with a floor (``decoupling._bend``), so a
 #: format-3 ``constraint_raw`` maps to another path.
 FILE_FORMAT_VERSION = 4
-
-Sampler = Literal["nutpie", "pymc"]
 
 #: nutpie's mass-matrix adaptations that ``fit`` passes on.
 ADAPTATIONS: tuple[str, ...] = get_args(Adaptation)
@@ -298,7 +296,7 @@ def fit(
     tune: int | None = None,
     chains: int | None = None,
     seed: int | None = None,
-    sampler: Sampler | None = None,
+    sampler: SamplerName | None = None,
     target_accept: float | None = None,
     adaptation: str | None = None,
     cores: int | None = None,
@@ -357,8 +355,10 @@ def fit(
     tune = int(tune if tune is not None else opts.get("tune", 1000))
     chains = int(chains if chains is not None else opts.get("chains", 4))
     sampler = sampler if sampler is not None else opts.get("sampler", "nutpie")
-    if sampler not in ("nutpie", "pymc"):
-        raise PathlockError(f"sampler must be one of ['nutpie', 'pymc']; found {sampler!r}")
+    if sampler not in get_args(SamplerName):
+        raise PathlockError(
+            f"sampler must be one of {list(get_args(SamplerName))}; found {sampler!r}"
+        )
     for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
         if value < low:
             raise PathlockError(f"{name} must be at least {low}; found {value}")

@@ -28,7 +28,7 @@ import numpy as np
 import tomli_w
 
 from pathlock import dims
-from pathlock.build import Adaptation, register_family
+from pathlock.build import Adaptation, SamplerName, register_family
 from pathlock.errors import SpecError
 
 if TYPE_CHECKING:
@@ -68,7 +68,6 @@ Parameterization = Literal["auto", "centered", "noncentered", "whitened", "data_
 InitialRegime = Literal["first", "free"]
 Fill = Literal["error", "ffill", "zero"]
 DataFormat = Literal["long", "wide"]
-SamplerName = Literal["nutpie", "pymc"]
 Support = Literal["real", "positive", "unit_interval", "simplex"]
 
 COUNT_FAMILIES: frozenset[str] = frozenset({"poisson", "negative_binomial"})
