@@ -34,12 +34,25 @@ def test_sbc_small_run(compilations):
     res = sbc.run_sbc(3, 40, draws=60, tune=100, chains=1, thin_to=19, bins=4, seed=5)
     assert len(compilations) == 1
     assert res.n_draws == 19
+    assert res.divergent_draws.shape == (3,)
+    assert np.all(res.divergent_draws >= 0)
     for name in sbc.SCALARS:
         r = res.ranks[name]
         assert r.shape == (3,)
         assert np.all((r >= 0) & (r <= res.n_draws))
         assert 0.0 <= res.chi2_p[name] <= 1.0
         assert 0.0 <= res.ks_p[name] <= 1.0
+
+
+def test_sbc_counts_divergent_fits_and_names_the_largest():
+    """The summary line's counts: fits with any divergent draw, and the largest counts."""
+    sbc = _load("sbc")
+    draws = np.array([0, 3, 0, 415, 1, 0], dtype=np.int64)
+    res = sbc.SBCResult({}, 99, draws, {}, {}, {}, 0.0)
+    assert res.divergent_fits == 3
+    assert sbc._largest(draws, 2) == [(3, 415), (1, 3)]
+    assert sbc._largest(draws, 5) == [(3, 415), (1, 3), (4, 1)]
+    assert sbc._largest(np.zeros(4, dtype=np.int64), 3) == []
 
 
 def test_sbc_rank_statistics_separate_uniform_from_biased_ranks():

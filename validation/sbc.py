@@ -6,7 +6,8 @@ true value among thinned posterior draws for every scalar parameter.  Under
 a calibrated sampler the ranks are uniform (Talts et al. 2018); the script
 prints, per parameter, a chi-square test of the binned ranks, a KS test of
 the normalised ranks and the mean normalised rank (0.5 when calibrated;
-below 0.5: the posterior sits above the truth).
+below 0.5: the posterior sits above the truth). It also counts each fit's
+divergent draws (``--out`` writes them beside the ranks).
 
 Usage::
 
@@ -48,8 +49,9 @@ class SBCResult:
     ranks : dict of str to ndarray (n_sims,)
         Rank of the truth among ``n_draws`` thinned posterior draws.
     n_draws : int
-    divergent_fits : int
-        Simulations whose fit had at least one divergence.
+    divergent_draws : ndarray (n_sims,)
+        Divergent draws of each simulation's fit (:attr:`divergent_fits`
+        counts the fits with at least one).
     chi2_p, ks_p, mean_rank : dict of str to float
         Chi-square p-value of the binned ranks, KS p-value of the jittered
         normalised ranks, mean normalised rank.
@@ -59,11 +61,16 @@ class SBCResult:
 
     ranks: dict[str, NDArray[np.int64]]
     n_draws: int
-    divergent_fits: int
+    divergent_draws: NDArray[np.int64]
     chi2_p: dict[str, float]
     ks_p: dict[str, float]
     mean_rank: dict[str, float]
     seconds: float
+
+    @property
+    def divergent_fits(self) -> int:
+        """Simulations whose fit had at least one divergent draw."""
+        return int(np.count_nonzero(self.divergent_draws))
 
 
 def rank_statistics(
@@ -115,7 +122,7 @@ def run_sbc(
     rng = np.random.default_rng(seed)
     ranks: dict[str, list[int]] = {n: [] for n in SCALARS}
     n_draws = 0
-    divergent_fits = 0
+    divergent_draws: list[int] = []
     for i in range(n_sims):
         df, truth = simulate(spec, "prior", n_steps=n_steps, seed=rng)
         data = from_dataframe(df, time="time")
@@ -131,7 +138,7 @@ def run_sbc(
                 check=False,
             )
         post = res.idata.posterior
-        divergent_fits += int(res.idata.sample_stats["diverging"].sum() > 0)
+        divergent_draws.append(int(res.idata.sample_stats["diverging"].sum()))
         for name, index in SCALARS.items():
             values = post[name].values.reshape(-1, *post[name].shape[2:])
             values = values[(slice(None), *index)] if index else values
@@ -150,8 +157,20 @@ def run_sbc(
     for name, r in arrays.items():
         chi2_p[name], ks_p[name], mean_rank[name] = rank_statistics(r, n_draws, bins, rng)
     return SBCResult(
-        arrays, n_draws, divergent_fits, chi2_p, ks_p, mean_rank, time.perf_counter() - t0
+        arrays,
+        n_draws,
+        np.asarray(divergent_draws, dtype=np.int64),
+        chi2_p,
+        ks_p,
+        mean_rank,
+        time.perf_counter() - t0,
     )
+
+
+def _largest(counts: NDArray[np.int64], k: int) -> list[tuple[int, int]]:
+    """The ``k`` largest non-zero counts as ``(index, count)``, largest first."""
+    order = np.argsort(-counts, kind="stable")[:k]
+    return [(int(i), int(counts[i])) for i in order if counts[i] > 0]
 
 
 def main() -> None:
@@ -177,9 +196,12 @@ def main() -> None:
         seed=args.seed,
         progress=True,
     )
+    div = res.divergent_draws
+    largest = ", ".join(f"{d} in simulation {i}" for i, d in _largest(div, 3))
     print(
         f"\nSBC: {args.n_sims} simulations, T = {args.n_steps}, {res.n_draws} draws per rank, "
-        f"{res.divergent_fits} fits with divergences, {res.seconds:.0f} s"
+        f"{res.divergent_fits} fits with divergences ({int(div.sum())} divergent draws"
+        f"{'; largest: ' + largest if largest else ''}), {res.seconds:.0f} s"
     )
     print(f"{'parameter':<20}{'chi2 p':>10}{'KS p':>10}{'mean rank':>12}   ranks per bin")
     for name in SCALARS:
@@ -190,7 +212,8 @@ def main() -> None:
         )
     if args.out is not None:
         ranks = {name: r.tolist() for name, r in res.ranks.items()}
-        args.out.write_text(json.dumps({"n_draws": res.n_draws, "ranks": ranks}))
+        out = {"n_draws": res.n_draws, "ranks": ranks, "divergent_draws": div.tolist()}
+        args.out.write_text(json.dumps(out))
 
 
 if __name__ == "__main__":
