@@ -188,6 +188,8 @@ def run_numpyro(df, args):
 
 
 def main() -> None:
+    from pathlock.fit import ADAPTATIONS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--draws", type=int, default=1000)
@@ -202,7 +204,7 @@ def main() -> None:
     # target_accept by series length, pathlock.spec.default_adaptation and
     # default_target_accept). At T = 1000 nutpie's low-rank
     # metric made each leapfrog step 3.6 times dearer after 1000 tuning draws than diag.
-    parser.add_argument("--adaptation", default=None, choices=["draw_diag", "diag", "low_rank"])
+    parser.add_argument("--adaptation", default=None, choices=ADAPTATIONS)
     parser.add_argument("--target-accept", type=float, default=None)
     parser.add_argument(
         "--fit-seeds",

@@ -31,13 +31,15 @@ from _geometry import coordinate_names, hessian, logp_dlogp
 
 
 def main() -> None:
+    from pathlock.fit import ADAPTATIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=300)
     parser.add_argument("--draws", type=int, default=150)
     parser.add_argument("--data-seed", type=int, default=1)
     parser.add_argument("--fit-seed", type=int, default=3)
-    parser.add_argument("--adaptation", default="diag", choices=["draw_diag", "diag", "low_rank"])
+    parser.add_argument("--adaptation", default="diag", choices=ADAPTATIONS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 

@@ -44,7 +44,8 @@ __all__ = ["Fit", "fit", "load_fit", "FILE_FORMAT_VERSION", "ConvergenceWarning"
 #: format-3 ``constraint_raw`` maps to another path.
 FILE_FORMAT_VERSION = 4
 
-#: nutpie's mass-matrix adaptations that ``fit`` passes on.
+#: The samplers ``fit`` runs, and nutpie's mass-matrix adaptations it passes on.
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 ADAPTATIONS: tuple[str, ...] = get_args(Adaptation)
 
 
@@ -355,10 +356,8 @@ def fit(
     tune = int(tune if tune is not None else opts.get("tune", 1000))
     chains = int(chains if chains is not None else opts.get("chains", 4))
     sampler = sampler if sampler is not None else opts.get("sampler", "nutpie")
-    if sampler not in get_args(SamplerName):
-        raise PathlockError(
-            f"sampler must be one of {list(get_args(SamplerName))}; found {sampler!r}"
-        )
+    if sampler not in SAMPLERS:
+        raise PathlockError(f"sampler must be one of {list(SAMPLERS)}; found {sampler!r}")
     for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
         if value < low:
             raise PathlockError(f"{name} must be at least {low}; found {value}")
