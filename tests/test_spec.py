@@ -13,6 +13,7 @@ import pytest
 from pathlock import dims
 from pathlock.build import spec_class
 from pathlock.errors import SpecError
+from pathlock.simulate import simulate
 from pathlock.spec import (
     DEFAULT_PRIORS,
     PARAMETERS,
@@ -397,7 +398,7 @@ def test_unset_adaptation_is_chosen_by_series_length() -> None:
     assert Spec.from_toml_string(spec.to_toml()).sampler.adaptation is None
     assert (default_adaptation(60), default_adaptation(499)) == ("diag", "diag")
     assert (default_adaptation(500), default_adaptation(1000)) == ("draw_diag", "draw_diag")
-    short, long = (SimpleNamespace(n_steps=n) for n in (499, 500))
+    short, long = (simulate(spec, n_steps=n, seed=1)[0] for n in (499, 500))
     assert (spec.adaptation_for(short), spec.adaptation_for(long)) == ("diag", "draw_diag")
     for value in ("draw_diag", "diag", "low_rank"):
         fixed = dataclasses.replace(

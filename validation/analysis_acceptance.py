@@ -233,6 +233,27 @@ def first_alarm(alarm: np.ndarray, start: int = 0) -> int:
 # --------------------------------------------------------------------------
 
 
+def worst_rhat(result: Any) -> float:
+    """Largest rank R-hat over the fit's parameters (latent paths and their coordinates left out).
+
+    The study fits with ``check=False``; this is reported beside every LOO and LFO
+    verdict, so that a comparison is never read off fits that have not converged.
+    """
+    from arviz_stats.base import array_stats
+
+    post = result.idata["posterior"]
+    worst = 1.0
+    for name, var in post.data_vars.items():
+        if name in ("constraint", "constraint_raw") or "time" in var.dims:
+            continue
+        values = var.values.reshape(var.shape[0], var.shape[1], -1)
+        for k in range(values.shape[-1]):
+            if np.ptp(values[..., k]) > 0:
+                rhat = float(array_stats.rhat(values[..., k], chain_axis=0, draw_axis=1))
+                worst = max(worst, rhat)
+    return worst
+
+
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     import pathlock as pl
     from pathlock import analysis
@@ -249,6 +270,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
     ratchet_fit = pl.fit(make_spec("ratchet"), data, seed=seed, check=False, **sample)
     out["divergences"] = int(ratchet_fit.idata["sample_stats"]["diverging"].sum())
+    out["rhat"] = {"ratchet": worst_rhat(ratchet_fit)}
+    out["path"] = make_spec("ratchet").parameterization_for(data)
     dt = ratchet_fit.decoupling_time(seed=seed, n=task["paths"], prob=0.9)
     idx = dt.index.values.ravel()
     out["median"] = int(np.quantile(idx, 0.5, method="inverted_cdf"))
@@ -270,6 +293,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     if task["compare"]:
         rw_fit = pl.fit(make_spec("random_walk"), data, seed=seed + 1, check=False, **sample)
         fits = {"ratchet": ratchet_fit, "random_walk": rw_fit}
+        out["rhat"]["random_walk"] = worst_rhat(rw_fit)
         loo = analysis.compare(fits, method="loo")
         out["loo_best"] = str(loo.index[0])
         out["loo_diff"] = float(loo["elpd_diff"].iloc[1])
@@ -406,13 +430,17 @@ def _dataset_line(r: dict[str, Any]) -> str:
     if "model_detect" in r:
         extra += f" detect {r['model_detect']}/{r['rule_detect']}"
         extra += f" after {r['model_after']}/{r['rule_after']}"
+    rhat = ""
+    if "rhat" in r:
+        rhat = " R-hat " + "/".join(f"{v:.3f}" for v in r["rhat"].values())
+        rhat += f" ({r['path']})"
     if "loo_best" in r:
         extra += f" loo {r['loo_best']} ({r['loo_diff']:.1f})"
         extra += f" lfo {r['lfo_best']} ({r['lfo_diff']:.1f}, refits {r['lfo_refits']})"
     return (
         f"  {r['kind']:<11} {r['seed']} tau {r['tau']:>3} median {r['median']:>3} "
         f"hdi {r['hdi']} p_end {r['p_decoupled_end']:.2f} "
-        f"div {r['divergences']} {r['seconds']:.0f} s{extra}"
+        f"div {r['divergences']}{rhat} {r['seconds']:.0f} s{extra}"
     )
 
 
@@ -580,10 +608,16 @@ def main() -> None:
     for name, result, target, ok in rows:
         print(f"{name:<{width}}{result:>26}{target:>10}  {'PASS' if ok else 'FAIL'}")
     divs = sum(r["divergences"] for r in results)
+    rhats = [v for r in results for v in r.get("rhat", {}).values()]
     print(
         f"\n{len(results)} datasets, {divs} divergent transitions in all ratchet fits, "
         f"{time.perf_counter() - t0:.0f} s wall"
     )
+    if rhats:
+        print(
+            f"parameter R-hat of the {len(rhats)} full fits: largest {max(rhats):.3f}, "
+            f"{sum(v > 1.01 for v in rhats)} above 1.01"
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import arviz_stats  # noqa: F401 - registers the xarray .azstats accessor
@@ -1107,6 +1107,14 @@ def lfo(
             f"(steps after min_observations = {min_obs}); found {forecast_horizon!r}"
         )
 
+    spec = fit.spec
+    if hasattr(spec, "parameterization_for"):
+        # The refits sample in the full fit's coordinates: masked data could resolve
+        # ``auto`` otherwise (a jump after the cutoff), and the draws are scored in
+        # the full fit's model.
+        mode = spec.parameterization_for(fit.data)
+        spec = replace(spec, constraint=replace(spec.constraint, parameterization=mode))
+
     class _Wrapper(SamplingWrapper):
         """Refits on masked data; scores the full data at the refit's draws."""
 
@@ -1120,7 +1128,7 @@ def lfo(
             data, cutoff = modified_observed_data
             s = None if seed is None else int(seed) + cutoff
             return run_fit(
-                fit.spec,
+                spec,
                 data,
                 draws=draws,
                 tune=tune,

@@ -27,6 +27,7 @@ from pytensor.graph.traversal import ancestors
 from scipy.ndimage import uniform_filter1d
 from scipy.optimize import isotonic_regression
 from scipy.special import logit
+from scipy.stats import norm
 
 from pathlock import dims
 from pathlock.build import Built
@@ -62,6 +63,9 @@ _STEP_FLOOR = 0.3
 #: The whitening of a log-increment path takes the steps' prior precision to be this
 #: many times the linearised ``1 / (d sigma)^2`` (see :func:`_latent_path`).
 _LOG_STEP_PRIOR_WEIGHT = 4.0
+#: ``auto`` takes a ratchet path ``partial`` where a unit's first indicator has a step that
+#: normal differences would reach with this probability over the whole series.
+_JUMP_LEVEL = 1e-3
 
 
 # --------------------------------------------------------------------------
@@ -325,14 +329,64 @@ def _dist(prior: Any) -> Any:
     return cls.dist(**{k: np.asarray(v, dtype=float) for k, v in prior.kwargs.items()})
 
 
-def _whitened(spec: Spec) -> bool:
-    """Whether the latent path is sampled whitened (see ``build``)."""
+def indicator_jumps(spec: Spec, data: DecouplingData) -> NDArray[np.int64]:
+    """Per unit, how many steps of the first indicator are jumps.
+
+    The differences between consecutive observed values of the first
+    indicator (link scale; a step next to a missing value is skipped, so
+    masked or interpolated stretches add no zeros) are standardised by their
+    median and robust standard deviation (1.4826 times the median absolute
+    deviation).  A jump is one above ``z_n``, the level that the largest of
+    ``n`` independent normal differences passes with probability
+    :data:`_JUMP_LEVEL` (4.30 for n = 119, 4.75 for n = 999).  Where the
+    steps are small against the indicator noise the differences are close to
+    normal; on the default truth the largest standardised difference was at
+    most 4.7 in 300 series of T = 120 (4.0 in 99 %) and 4.5 in 100 of
+    T = 1000.
+    """
+    first = spec.indicators[0]
+    z = _link_scale(data[first.column], first.family)
+    out = np.zeros(z.shape[0], dtype=np.int64)
+    for u in range(z.shape[0]):
+        diffs = np.diff(z[u])
+        diffs = diffs[np.isfinite(diffs)]
+        if diffs.size < 3:
+            continue
+        centre = np.median(diffs)
+        spread = 1.4826 * np.median(np.abs(diffs - centre))
+        if spread > 0:
+            out[u] = int(np.sum((diffs - centre) / spread > norm.isf(_JUMP_LEVEL / diffs.size)))
+    return out
+
+
+def resolved_parameterization(spec: Spec, data: DecouplingData) -> str:
+    """The parameterisation of the latent path that ``build`` uses for ``data``.
+
+    ``auto`` resolves to ``data_centered`` for ``ar1`` and ``hysteresis``, and
+    to ``whitened`` for ``random_walk`` and ``ratchet``, except a ratchet
+    whose first indicator shows jumps in some unit (:func:`indicator_jumps`):
+    ``partial``. The whitening linearises the path about the median step, and
+    steps that the indicators resolve, tens of times that, sat on a ridge
+    with ``constraint_sigma`` there (its bulk ESS 7-82 of 2000 at T = 120,
+    benchmarks/README.md, "Bursty steps").
+    """
     mode = spec.constraint.parameterization
-    auto = mode == "auto" and spec.constraint.process in ("ratchet", "random_walk")
-    return mode == "whitened" or auto
+    if mode != "auto":
+        return mode
+    process = spec.constraint.process
+    if process == "ratchet" and indicator_jumps(spec, data).any():
+        return "partial"
+    if process in ("ratchet", "random_walk"):
+        return "whitened"
+    return "data_centered"
 
 
-def _sigma_start(spec: Spec) -> float | None:
+def _whitened(spec: Spec, data: DecouplingData) -> bool:
+    """Whether the latent path is sampled whitened (see ``build``)."""
+    return resolved_parameterization(spec, data) == "whitened"
+
+
+def _sigma_start(spec: Spec, data: DecouplingData) -> float | None:
     """Starting ``constraint_sigma``: half its prior's support point (0.5 by default).
 
     It is not jittered (the path's data start is computed at it), and chains
@@ -340,7 +394,7 @@ def _sigma_start(spec: Spec) -> float | None:
     hundreds of divergences on the bundled demo data in two seeds of three.
     """
     prior = spec.prior("constraint_sigma")
-    if _is_fixed(prior) or not _whitened(spec):
+    if _is_fixed(prior) or not _whitened(spec, data):
         return None
     return 0.5 * float(support_point(_dist(prior)).eval())
 
@@ -696,7 +750,7 @@ def _realised_step(spec: Spec, data: DecouplingData, sigma, hier: set[str]) -> A
     (:func:`_bridge_eps`).
     """
     process = spec.constraint.process
-    if not (_whitened(spec) and PROCESSES[process].log_increment):
+    if not (_whitened(spec, data) and PROCESSES[process].log_increment):
         return None
     if _is_fixed(spec.prior("constraint_mu")):
         return None
@@ -771,6 +825,77 @@ def _with_baseline(p: dict[str, Any], init) -> dict[str, Any]:
     return dict(p, baseline=init)
 
 
+def _partial_innovations(spec: Spec, data: DecouplingData, p: dict[str, Any], info, mean):
+    """Initial levels and innovations of a path partially non-centred step by step.
+
+    Each innovation ``x_t ~ N(m_t, sigma^2)`` is sampled as ``raw_t``, with
+    ``x_t = m_t + sigma^(1 - w_t) (raw_t - w_t m_t)``: ``w_t = 1`` is the
+    centred form (``raw_t = x_t``), ``w_t = 0`` the non-centred one
+    (``raw_t = eps_t``), and a priori ``raw_t ~ N(w_t m_t, sigma^(2 w_t))``
+    (Papaspiliopoulos, Roberts and Skold 2007). The data choose ``w_t``: for
+    an observation of precision ``I_t`` on ``x_t`` the linear-Gaussian choice
+    is ``sigma^2 I_t / (1 + sigma^2 I_t)``, with ``I_t`` the indicators'
+    information on a level times ``(dC_t / dx_t)^2 / 2`` (a step is the
+    difference of two levels): ``(dC_t / dx_t)`` is 1 for a random walk and
+    the step itself for log increments, read off the first indicator's
+    isotonic fit. A step that the indicators resolve is then sampled centred,
+    where the data pin it whatever ``sigma`` is, and the many small steps
+    they cannot see non-centred, where the prior does. ``w_t`` depends on
+    parameters but not on ``raw``, so the Jacobian is
+    ``prod_t sigma^(1 - w_t)``.
+
+    Returns the initial levels (unit,) and the innovations (unit, time - 1).
+    """
+    process = spec.constraint.process
+    n_units, n_steps = data.n_units, pm.modelcontext(None).dim_lengths[dims.TIME]
+    n = n_steps - 1
+    first = spec.indicators[0]
+    link = _link_path(data[first.column], first.family)
+    level = pilot_path(process, link)
+    fixed_init = _is_fixed(spec.prior("constraint_init"))
+    init = _param(
+        spec,
+        "constraint_init",
+        (dims.UNIT,),
+        (n_units,),
+        hier=False,
+        initval=None if fixed_init else pm.Data("pilot_constraint_init", level[:, 0]),
+    )
+    start_step = np.diff(level, axis=1)
+    if PROCESSES[process].log_increment:
+        seen = np.array(link, dtype=float)
+        for u in range(seen.shape[0]):
+            seen[u] = isotonic_regression(seen[u]).x
+        slope = np.diff(seen, axis=1)
+        floor = 0.1 * np.maximum(start_step.mean(axis=1, keepdims=True), 1e-12)
+        start_innovation = np.log(np.maximum(start_step, floor))
+    else:
+        slope = np.ones_like(start_step)
+        start_innovation = start_step
+    slope = pm.Data("pilot_step_slope", slope)
+    sigma = p["sigma"]
+    step_info = slope**2 * pt.broadcast_to(info, (n_units,))[:, None] / 2.0
+    w = sigma**2 * step_info / (1.0 + sigma**2 * step_info)
+    start = pm.Data("pilot_constraint_raw", np.zeros((n_units, data.n_steps - 1)))
+    raw = pm.Flat("constraint_raw", shape=(n_units, n), initval=start)
+    mean = pt.broadcast_to(mean, (n_units, n))
+    log_sigma = pt.log(sigma)
+    eps = pt.exp(-w * log_sigma) * (raw - w * mean)
+    pm.Potential("constraint_jacobian", -(w * log_sigma).sum())
+    pm.Potential("constraint_eps_prior", pm.logp(pm.Normal.dist(0.0, 1.0), eps).sum())
+    # Start on the pilot path: raw at the (unjittered) initial point's sigma, mean and w.
+    model = pm.modelcontext(None)
+    fn = model.compile_fn(
+        model.replace_rvs_by_values([mean, sigma, w]),
+        inputs=model.value_vars,
+        mode="FAST_COMPILE",
+        on_unused_input="ignore",
+    )
+    m0, s0, w0 = (np.asarray(v, dtype=float) for v in fn(model.initial_point()))
+    start.set_value(s0**w0 * (start_innovation - m0) / s0 + w0 * m0)
+    return init, mean + sigma * eps
+
+
 def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> dict[str, Any]:
     """Create the latent constraint path per the spec's parameterisation."""
     process = spec.constraint.process
@@ -784,14 +909,17 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
     mean = pt.broadcast_to(mean[..., None] if mean.ndim < 2 else mean, (n_units, n_steps - 1))
     sigma = p["sigma"]
     init_prior = spec.prior("constraint_init")
-    mode = spec.constraint.parameterization
+    mode = resolved_parameterization(spec, data)
     inn_dims = (dims.UNIT, dims.STEP)
     if mode == "noncentered":
         init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
         eps = pm.Normal("constraint_eps", 0.0, 1.0, dims=inn_dims)
         innov = mean + sigma * eps
         constraint = path(process, init, innov, _with_baseline(p, init))
-    elif _whitened(spec):
+    elif mode == "partial":
+        init, innov = _partial_innovations(spec, data, p, info, mean)
+        constraint = path(process, init, innov, _with_baseline(p, init))
+    elif mode == "whitened":
         first = spec.indicators[0]
         link = _link_path(data[first.column], first.family)
         level = pilot_path(process, link)
@@ -1043,7 +1171,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
         # ---- constraint process parameters
         p: dict[str, Any] = {}
         p["sigma"] = _param(
-            spec, "constraint_sigma", (), (), hier=False, initval=_sigma_start(spec)
+            spec, "constraint_sigma", (), (), hier=False, initval=_sigma_start(spec, data)
         )
         realised = _realised_step(spec, data, p["sigma"], hier)
         if realised is not None:
@@ -1253,7 +1381,7 @@ def build(spec: Spec, data: DecouplingData) -> Built:
                 "constraint_mu",
                 "constraint_mu_pop",
             }
-            if _whitened(spec)
+            if resolved_parameterization(spec, data) in ("whitened", "partial")
             else set()
         ),
         # The time axes' lengths are shared; nothing else in the graph depends on

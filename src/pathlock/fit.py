@@ -368,7 +368,7 @@ def fit(
 
     prepared = spec.prepare_data(data)
     if adaptation is None:
-        # As for target_accept: the decoupling model chooses by series length.
+        # As for target_accept: the decoupling model chooses by its path and series length.
         chooser = getattr(spec, "adaptation_for", None)
         adaptation = chooser(prepared) if chooser is not None else opts.get("adaptation", "diag")
         if adaptation not in ADAPTATIONS:
