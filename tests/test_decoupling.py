@@ -806,3 +806,27 @@ def test_lfo_refits_keep_the_full_fits_parameterization(monkeypatch):
     monkeypatch.setattr(sys.modules["pathlock.fit"], "fit", refit)
     with pytest.raises(Refit, match="partial"):
         analysis.lfo(full, min_observations=5)
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_every_parameterization_has_the_shapes_nutpie_reads(parameterization):
+    """nutpie reads each free variable's shape at the initial point by its name.
+
+    ``centered`` once renamed its free innovations (to mark them for the tests),
+    and nutpie's shape function then lacked an input: the parameterisation could
+    not be fitted with the default sampler.  Every free variable must keep the
+    name of its value variable, and the shapes must come out (cheap: no compile
+    of the log density).
+    """
+    from nutpie.compile_pymc import _compute_shapes
+
+    spec = _spec("ratchet", 2, "absorbing", parameterization=parameterization)
+    data, _ = _data(spec, 25, seed=4)
+    model = build(spec, data).model
+    values = {v.name for v in model.value_vars}
+    assert all(
+        model.rvs_to_values[rv].name in values and rv.name in model.named_vars
+        for rv in model.free_RVs
+    )
+    shapes = _compute_shapes(model)
+    assert all(name in shapes for name in values)

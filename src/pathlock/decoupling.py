@@ -1006,7 +1006,9 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         start.set_value(_start_raw(level, log_inc, bridge, terms))
     elif mode == "centered":
         init = _param(spec, "constraint_init", (dims.UNIT,), (n_units,), hier=False)
-        innov = pm.Normal("constraint_innovation", mean, sigma, dims=inn_dims)
+        # A copy: the name set below must not rename the free variable, whose name
+        # nutpie's initial point and trace look it up by.
+        innov = pt.tensor_copy(pm.Normal("constraint_innovation", mean, sigma, dims=inn_dims))
         constraint = path(process, init, innov, _with_baseline(p, init))
     else:
         ref_values = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
@@ -1112,13 +1114,19 @@ def build(spec: Spec, data: DecouplingData) -> Built:
       ``4 / (d sigma)^2`` (:data:`_LOG_STEP_PRIOR_WEIGHT`): their skewed steps
       make the exact conditional centring no longer the best one for
       ``sigma``, and a path centred less on the data mixed ``sigma`` faster.
+    - ``partial``: each innovation partially non-centred by how well the
+      indicators resolve it, ``raw_t = w_t m_t + sigma^w_t eps_t``
+      (:func:`_partial_innovations`): centred for the steps they resolve,
+      non-centred for those they cannot see.
     - ``data_centered``: levels as deviations from a pilot path read off the
       first indicator, whitened the same way (``ar1``'s latent path is linear
       in its levels, so this is exact for it up to the boundary).
     - ``auto`` (default): ``whitened`` for ``ratchet`` and ``random_walk``,
-      ``data_centered`` for ``ar1`` and ``hysteresis`` (nutpie's numba
-      compilation rejects the hysteresis scan in the other parameterisations:
-      a static-shape mismatch of the scan's carried state).
+      except ``partial`` for a ``ratchet`` whose first indicator jumps
+      (:func:`resolved_parameterization`); ``data_centered`` for ``ar1`` and
+      ``hysteresis`` (nutpie's numba compilation rejects the hysteresis scan
+      in the other parameterisations: a static-shape mismatch of the scan's
+      carried state).
 
     For ``ratchet`` and ``hysteresis``, ``mu`` is sampled through
     ``constraint_log_mean_step = mu + sigma^2 / 2`` (the log of the mean step,
