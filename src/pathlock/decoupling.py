@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from pathlock.data import DecouplingData
     from pathlock.spec import Spec
 
-__all__ = ["build", "loglike", "Pilot", "pilot"]
+__all__ = ["build", "indicator_jumps", "loglike", "Pilot", "pilot", "resolved_parameterization"]
 
 _COUNT = ("poisson", "negative_binomial")
 #: The relative step below which :func:`_bend` turns from linear to exponential in ``y``.
