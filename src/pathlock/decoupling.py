@@ -825,6 +825,28 @@ def _with_baseline(p: dict[str, Any], init) -> dict[str, Any]:
     return dict(p, baseline=init)
 
 
+def _pilot_started_init(spec: Spec, data: DecouplingData, n_units: int):
+    """The first indicator's link path, the pilot path read off it, and ``constraint_init``.
+
+    The initial level starts on the pilot path. A fixed initial level has no
+    starting value, and an unused data variable would only sit in the fit's
+    constant_data.
+    """
+    first = spec.indicators[0]
+    link = _link_path(data[first.column], first.family)
+    level = pilot_path(spec.constraint.process, link)
+    fixed_init = _is_fixed(spec.prior("constraint_init"))
+    init = _param(
+        spec,
+        "constraint_init",
+        (dims.UNIT,),
+        (n_units,),
+        hier=False,
+        initval=None if fixed_init else pm.Data("pilot_constraint_init", level[:, 0]),
+    )
+    return link, level, init
+
+
 def _partial_innovations(spec: Spec, data: DecouplingData, p: dict[str, Any], info, mean):
     """Initial levels and innovations of a path partially non-centred step by step.
 
@@ -849,18 +871,7 @@ def _partial_innovations(spec: Spec, data: DecouplingData, p: dict[str, Any], in
     process = spec.constraint.process
     n_units, n_steps = data.n_units, pm.modelcontext(None).dim_lengths[dims.TIME]
     n = n_steps - 1
-    first = spec.indicators[0]
-    link = _link_path(data[first.column], first.family)
-    level = pilot_path(process, link)
-    fixed_init = _is_fixed(spec.prior("constraint_init"))
-    init = _param(
-        spec,
-        "constraint_init",
-        (dims.UNIT,),
-        (n_units,),
-        hier=False,
-        initval=None if fixed_init else pm.Data("pilot_constraint_init", level[:, 0]),
-    )
+    link, level, init = _pilot_started_init(spec, data, n_units)
     start_step = np.diff(level, axis=1)
     if PROCESSES[process].log_increment:
         seen = np.array(link, dtype=float)
@@ -920,20 +931,7 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         init, innov = _partial_innovations(spec, data, p, info, mean)
         constraint = path(process, init, innov, _with_baseline(p, init))
     elif mode == "whitened":
-        first = spec.indicators[0]
-        link = _link_path(data[first.column], first.family)
-        level = pilot_path(process, link)
-        # A fixed initial level has no starting value, and an unused data variable would
-        # only sit in the fit's constant_data.
-        fixed_init = _is_fixed(spec.prior("constraint_init"))
-        init = _param(
-            spec,
-            "constraint_init",
-            (dims.UNIT,),
-            (n_units,),
-            hier=False,
-            initval=None if fixed_init else pm.Data("pilot_constraint_init", level[:, 0]),
-        )
+        link, level, init = _pilot_started_init(spec, data, n_units)
         n = n_steps - 1
         start = pm.Data("pilot_constraint_raw", np.zeros((n_units, data.n_steps - 1)))
         raw = pm.Flat("constraint_raw", shape=(n_units, n), initval=start)
