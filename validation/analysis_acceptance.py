@@ -239,19 +239,21 @@ def worst_rhat(result: Any) -> float:
     The study fits with ``check=False``; this is reported beside every LOO and LFO
     verdict, so that a comparison is never read off fits that have not converged.
     """
-    from arviz_stats.base import array_stats
+    import xarray as xr
 
-    post = result.idata["posterior"]
-    worst = 1.0
-    for name, var in post.data_vars.items():
-        if name in ("constraint", "constraint_raw") or "time" in var.dims:
-            continue
-        values = var.values.reshape(var.shape[0], var.shape[1], -1)
-        for k in range(values.shape[-1]):
-            if np.ptp(values[..., k]) > 0:
-                rhat = float(array_stats.rhat(values[..., k], chain_axis=0, draw_axis=1))
-                worst = max(worst, rhat)
-    return worst
+    from pathlock.fit import check_convergence
+
+    post = result.idata["posterior"].to_dataset()
+    path = [n for n, v in post.data_vars.items() if n == "constraint_raw" or "time" in v.dims]
+    tree = xr.DataTree.from_dict(
+        {
+            "posterior": post.drop_vars(path),
+            "sample_stats": result.idata["sample_stats"].to_dataset(),
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(check_convergence(tree)["max_rhat"])
 
 
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
