@@ -105,6 +105,7 @@ tune = 1500
 chains = 2
 target_accept = 0.95
 sampler = "pymc"
+backend = "jax"
 
 [data]
 time = "date"
@@ -348,6 +349,7 @@ def test_bad_spec_fixtures_cover_the_issue() -> None:
         ("duplicate_regime", "'locked' twice"),
         ("loading_one", "[0, 1)"),
         ("no_indicators", "cannot be told apart"),
+        ("unknown_backend", "'numba', 'jax'"),
     ],
 )
 def test_errors_list_what_is_allowed(stem: str, allowed: str) -> None:

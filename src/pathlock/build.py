@@ -33,6 +33,7 @@ __all__ = [
 #: ``[sampler]`` and for ``fit``.
 SamplerName = Literal["nutpie", "pymc"]
 Adaptation = Literal["draw_diag", "diag", "low_rank"]
+Backend = Literal["numba", "jax"]
 
 
 @dataclass(frozen=True)

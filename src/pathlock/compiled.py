@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from pathlock.errors import PathlockError
+
 #: Bumped whenever the wrappers' source or calling convention changes.
 _WRAPPER_VERSION = "2"
 
@@ -122,6 +124,107 @@ def compile_nutpie(
     """
     with sampler_flags():
         return _compile_nutpie(model, jitter_rvs, frozenset(run_time_dims))
+
+
+def compile_nutpie_jax(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -> Any:
+    """Compile ``model`` for nutpie's JAX backend: seconds to compile, slower to sample.
+
+    A cold numba compile of the decoupling model takes about 100 s the first
+    time a machine sees a spec (:func:`compile_nutpie` caches it on disk for
+    every later process); JAX compiles the same log density and gradient in
+    about 2 s, every time, and each evaluation then costs about the same as
+    numba's at T = 1000 plus a Python call per evaluation that holds the GIL
+    (benchmarks/README.md, "A JAX backend for the first fit"). The model's
+    dims are frozen into the compiled function (:func:`frozen`), its data
+    are arguments of it.
+
+    Parameters
+    ----------
+    model
+        The ``pm.Model`` to sample. It is not modified.
+    jitter_rvs
+        Free variables whose start gets nutpie's uniform(-1, 1) jitter in the
+        unconstrained space, as for :func:`compile_nutpie`.
+
+    Returns
+    -------
+    nutpie.compiled_pyfunc.PyFuncModel
+        What ``nutpie.compile_pymc_model(model, backend="jax",
+        gradient_backend="pytensor")`` returns, with the gradient from
+        PyTensor's graph (pathlock's Ops carry their own), the dims frozen
+        and the data not, and the initial points of ``model`` itself: nutpie
+        cannot freeze a model whose initial values are symbolic, as the
+        decoupling model's data starts are.
+
+    Raises
+    ------
+    PathlockError
+        jax is not installed.
+    """
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        raise PathlockError(
+            "backend 'jax' needs jax, which is not installed; "
+            "install it with pip install 'pathlock[jax]' (or pip install jax)"
+        ) from None
+    from nutpie import compile_pymc as cp
+    from pymc.initial_point import make_initial_point_fn
+
+    register_jax()
+    jitter = set(model.free_RVs) if jitter_rvs is None else set(jitter_rvs)
+    # The starts come from the model as it is, symbolic initial values and all;
+    # the frozen copy has none, and its values have the same names.
+    point_fn = cp._wrap_with_lock(
+        make_initial_point_fn(
+            model=model,
+            default_strategy="support_point",
+            jitter_rvs=jitter,
+            return_transformed=True,
+        )
+    )
+    return cp._compile_pymc_model_jax(
+        model=frozen(model), gradient_backend="pytensor", pymc_initial_point_fn=point_fn
+    )
+
+
+def register_jax() -> None:
+    """Give pathlock's Ops to PyTensor's JAX backend, so its models compile to JAX.
+
+    :class:`pathlock.hmm.ForwardBackwardOp` and
+    :class:`pathlock.processes.LinearRecurrence` carry numba code only until
+    this is called (importing pathlock does not import jax). After it, a
+    built model (``spec.build(data).model``) compiles with ``mode="JAX"``,
+    for :func:`compile_nutpie_jax` or for PyMC's JAX samplers
+    (``pm.sample(nuts_sampler="numpyro")``) once its dims are frozen
+    (:func:`frozen`). Calling it again does nothing.
+    """
+    from pathlock import hmm, processes
+
+    hmm.register_jax()
+    processes.register_jax()
+
+
+def frozen(model: Any) -> Any:
+    """A copy of ``model`` with its dims' lengths made constants, as JAX needs them.
+
+    JAX traces constant shapes (``jnp.arange`` needs a constant length), and
+    the decoupling model reads its series length from the time dims' shared
+    lengths (:func:`compile_nutpie`'s ``run_time_dims``). This is
+    ``pymc.model.transform.optimization.freeze_dims_and_data`` for the dims
+    alone, for a model with symbolic initial values too: PyMC copies none,
+    so they are set aside while the copy is made and put back. The copy has
+    no initial values, the same value variables (by name) as ``model``, and
+    its data as shared variables.
+    """
+    from pymc.model.transform.optimization import freeze_dims_and_data
+
+    initial_values = dict(model.rvs_to_initial_values)
+    try:
+        model.rvs_to_initial_values.update(dict.fromkeys(initial_values))
+        return freeze_dims_and_data(model, data=[])
+    finally:
+        model.rvs_to_initial_values.update(initial_values)
 
 
 def sampler_flags() -> Any:

@@ -1010,9 +1010,13 @@ def _latent_path(spec: Spec, data: DecouplingData, p: dict[str, Any], info) -> d
         constraint = path(process, init, innov, _with_baseline(p, init))
     else:
         ref_values = pilot(process, data[spec.indicators[0].column], spec.indicators[0].family)
+        # Per unit, no time axis: static shapes, so that nothing broadcasts
+        # against them at run time (and JAX, which traces constant shapes, can
+        # compile the path with the data left shared).
         ref = {
-            f: pm.Data(f"pilot_{f}", getattr(ref_values, f))
+            f: pm.Data(f"pilot_{f}", value, shape=np.shape(value))
             for f in ("level", "innovation", "scale")
+            for value in [getattr(ref_values, f)]
         }
         fixed_init = _is_fixed(init_prior)
         n_free = n_steps - (1 if fixed_init else 0)

@@ -29,7 +29,7 @@ from pytensor.graph.basic import equal_computations
 from pytensor.graph.replace import vectorize_graph
 
 from pathlock import dims
-from pathlock.build import Adaptation, Built, ModelSpec, SamplerName, spec_class
+from pathlock.build import Adaptation, Backend, Built, ModelSpec, SamplerName, spec_class
 from pathlock.errors import PathlockError, ResultFileError
 from pathlock.hmm import ForwardBackwardResult, _forward_backward, _standardise
 
@@ -47,6 +47,8 @@ FILE_FORMAT_VERSION = 4
 #: The samplers ``fit`` runs, and nutpie's mass-matrix adaptations it passes on.
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 ADAPTATIONS: tuple[str, ...] = get_args(Adaptation)
+#: What nutpie compiles the model with.
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 class ConvergenceWarning(UserWarning):
@@ -300,6 +302,7 @@ def fit(
     sampler: SamplerName | None = None,
     target_accept: float | None = None,
     adaptation: str | None = None,
+    backend: str | None = None,
     cores: int | None = None,
     progress: bool = False,
     check: bool = True,
@@ -334,8 +337,21 @@ def fit(
         diagonal from the draws' variances alone, ``"diag"`` (nutpie's
         default) from the draws and the gradients, ``"low_rank"`` also learns
         the few most correlated directions.
+    backend : {"numba", "jax"}, optional
+        What nutpie compiles the model with (ignored by ``"pymc"``). Default:
+        the spec's ``[sampler]`` value, else ``"numba"``. ``"numba"`` samples
+        fastest, but the first fit of a spec on a machine compiles it for
+        about 100 s (about 5 s in every later process, from PyTensor's disk
+        cache; :mod:`pathlock.compiled`). ``"jax"`` compiles in about 2 s
+        every time and samples more slowly: at T = 1000 a first fit takes
+        less time in all than numba's cold one, at T = 200 a few times
+        longer than numba's warm one (benchmarks/README.md, "A JAX backend
+        for the first fit"). It needs jax (``pip install 'pathlock[jax]'``).
+        The two draw different samples for the same seed.
     cores : int, optional
-        Chains run in parallel on this many cores (default: all).
+        Chains run in parallel on this many threads (default: as many as
+        cores with numba; one per chain with jax, whose threads wait on the
+        GIL between evaluations).
     progress : bool
         Show a progress bar.
     check : bool
@@ -365,6 +381,14 @@ def fit(
         raise PathlockError("tune must be at least 1 with the nutpie sampler; found 0")
     if adaptation is not None and adaptation not in ADAPTATIONS:
         raise PathlockError(f"adaptation must be one of {list(ADAPTATIONS)}; found {adaptation!r}")
+    if backend is None:
+        backend = opts.get("backend", "numba")
+        if backend not in BACKENDS:
+            raise PathlockError(
+                f"sampler.backend must be one of {list(BACKENDS)}; found {backend!r}"
+            )
+    elif backend not in BACKENDS:
+        raise PathlockError(f"backend must be one of {list(BACKENDS)}; found {backend!r}")
 
     prepared = spec.prepare_data(data)
     if adaptation is None:
@@ -384,7 +408,9 @@ def fit(
         raise PathlockError(f"target_accept must lie in (0, 1); found {target_accept}")
     built = spec.build(prepared)
     if sampler == "nutpie":
-        compiled = _compile_nutpie(built, spec, lambda: spec.build(prepared))
+        compiled = _compile_nutpie(built, spec, lambda: spec.build(prepared), backend)
+        if backend == "jax" and cores is None:
+            cores = chains
         tree = _sample_nutpie(
             built, compiled, draws, tune, chains, seed, target_accept, cores, progress, adaptation
         )
@@ -434,18 +460,22 @@ _COMPILED: OrderedDict[tuple[Any, ...], tuple[Built, Any]] = OrderedDict()
 COMPILED_CACHE_SIZE = 8
 
 
-def _compile(built: Built) -> Any:
-    from pathlock.compiled import compile_nutpie
+def _compile(built: Built, backend: str = "numba") -> Any:
+    from pathlock.compiled import compile_nutpie, compile_nutpie_jax
 
     model = built.model
     jitter = {rv for rv in model.free_RVs if rv.name not in built.unjittered}
+    if backend == "jax":
+        return compile_nutpie_jax(model, jitter_rvs=jitter)
     with warnings.catch_warnings():
         # An object-mode fallback would be silently 100x slower: make it loud.
         warnings.filterwarnings("error", message="Numba will use object mode")
         return compile_nutpie(model, jitter_rvs=jitter, run_time_dims=built.run_time_dims)
 
 
-def _compile_nutpie(built: Built, spec: Any, rebuild: Callable[[], Built]) -> Any:
+def _compile_nutpie(
+    built: Built, spec: Any, rebuild: Callable[[], Built], backend: str = "numba"
+) -> Any:
     """The compiled nutpie model for ``built``, reusing one compiled for the same graph.
 
     Compiling the decoupling model with numba takes about 100 s the first time
@@ -461,8 +491,9 @@ def _compile_nutpie(built: Built, spec: Any, rebuild: Callable[[], Built]) -> An
     swapping data into it cannot touch the ``built`` of an earlier ``Fit``.
     """
     model = built.model
-    if not built.data_shared:
-        return _compile(built)
+    if backend == "jax" or not built.data_shared:
+        # JAX compiles in seconds: not worth keeping.
+        return _compile(built, backend)
     values = {v.name: v.get_value() for v in model.data_vars}
     key = (
         getattr(spec, "to_toml", lambda: repr(spec))(),
@@ -479,7 +510,7 @@ def _compile_nutpie(built: Built, spec: Any, rebuild: Callable[[], Built]) -> An
         used = {var.name for var in compiled.shared_var_keys}
         return compiled.with_data(**{n: v for n, v in values.items() if n in used})
     own = rebuild()
-    compiled = _compile(own)
+    compiled = _compile(own, backend)
     _COMPILED[key] = (own, compiled)
     while len(_COMPILED) > COMPILED_CACHE_SIZE:
         _COMPILED.popitem(last=False)

@@ -17,6 +17,7 @@ i, S_t = j | y)``.
 
 from __future__ import annotations
 
+import functools
 from hashlib import sha256
 from pathlib import Path
 from typing import NamedTuple
@@ -823,3 +824,52 @@ def _register_numba() -> None:
 
 
 _register_numba()
+
+
+# Where a log-probability is -inf (an absorbing regime's way back), the JAX
+# forward pass uses this instead: exp() of it is 0 as it should be, and the
+# gradient through logsumexp stays finite (with -inf it is 0 * inf = NaN). Its
+# sum over many steps stays far from overflow.
+_JAX_LOG_ZERO = -1e30
+
+
+@functools.cache
+def register_jax() -> None:
+    """Give :class:`ForwardBackwardOp` to PyTensor's JAX backend (imports jax).
+
+    Called by :func:`pathlock.compiled.compile_nutpie_jax` before it compiles,
+    so that importing pathlock never imports jax. The JAX version runs the
+    forward recursion of :func:`forward_backward` in log space as a
+    ``lax.scan`` per unit and takes the Op's auxiliary outputs (the gradients
+    with respect to each input) from ``jax.value_and_grad`` of it, so the Op's
+    pullback is unchanged.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.nn import logsumexp
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    def unit_loglike(li, lt, le):
+        # li (K,), lt (Ta, K, K), le (T, K); lt[t] moves t - 1 to t, lt[0] is unused.
+        li, lt, le = (jnp.maximum(x, _JAX_LOG_ZERO) for x in (li, lt, le))
+        trans = jnp.broadcast_to(lt, (le.shape[0], *lt.shape[1:]))
+
+        def step(alpha, x):
+            log_trans, log_emit = x
+            return logsumexp(alpha[:, None] + log_trans, axis=0) + log_emit, None
+
+        alpha, _ = jax.lax.scan(step, li + le[0], (trans[1:], le[1:]))
+        return logsumexp(alpha)
+
+    value_and_grads = jax.vmap(jax.value_and_grad(unit_loglike, argnums=(0, 1, 2)))
+
+    @jax_funcify.register(ForwardBackwardOp)
+    def _funcify_forward_backward_jax(op, node=None, **kwargs):
+        def forward_backward_jax(log_init, log_trans, log_emit):
+            n_units = log_emit.shape[0]
+            li = jnp.broadcast_to(log_init, (n_units, *log_init.shape[1:]))
+            lt = jnp.broadcast_to(log_trans, (n_units, *log_trans.shape[1:]))
+            loglik, (g_init, g_trans, g_emit) = value_and_grads(li, lt, log_emit)
+            return loglik, g_init, g_trans, g_emit
+
+        return forward_backward_jax

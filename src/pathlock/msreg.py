@@ -63,7 +63,15 @@ _ALLOWED_PRIORS: dict[str, tuple[str, ...]] = {
     "ms_trans": ("dirichlet", "flat"),
     "ms_tvtp": ("normal", "flat"),
 }
-_SAMPLER_KEYS = ("draws", "tune", "chains", "target_accept", "sampler", "adaptation")
+_SAMPLER_KEYS = (
+    "draws",
+    "tune",
+    "chains",
+    "target_accept",
+    "sampler",
+    "adaptation",
+    "backend",
+)
 _ORDERED = ("const", "sigma", "none")
 _TRENDS = ("c", "n")
 
@@ -185,7 +193,7 @@ class MarkovSwitching:
         Priors by variable name, each ``"flat"`` or ``{"dist": ..., ...}``; see Notes.
     sampler : mapping, optional
         Default sampler options for :func:`pathlock.fit` (``draws``, ``tune``,
-        ``chains``, ``target_accept``, ``sampler``, ``adaptation``).
+        ``chains``, ``target_accept``, ``sampler``, ``adaptation``, ``backend``).
     schema_version : int
         Version of the TOML layout; only 1 exists.
 

@@ -15,6 +15,7 @@ specs or PyMC variables.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -205,6 +206,33 @@ def _register_numba() -> None:
 
 
 _register_numba()
+
+
+@functools.cache
+def register_jax() -> None:
+    """Give :class:`LinearRecurrence` to PyTensor's JAX backend (imports jax).
+
+    Called by :func:`pathlock.compiled.compile_nutpie_jax` before it compiles,
+    so that importing pathlock never imports jax. The recurrence is a
+    ``lax.scan`` over time carrying one value per unit; its gradient is the
+    Op's own pullback, the same scan run backwards.
+    """
+    import jax
+    import jax.numpy as jnp
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    def step(acc, ab):
+        acc = ab[0] * acc + ab[1]
+        return acc, acc
+
+    @jax_funcify.register(LinearRecurrence)
+    def _funcify_recurrence_jax(op, node=None, **kwargs):
+        def recurrence_jax(a, b):
+            a_full = jnp.broadcast_to(a, b.shape)
+            _, path = jax.lax.scan(step, jnp.zeros(b.shape[0], b.dtype), (a_full.T, b.T))
+            return path.T
+
+        return recurrence_jax
 
 
 # --------------------------------------------------------------------------

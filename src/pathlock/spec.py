@@ -28,7 +28,7 @@ import numpy as np
 import tomli_w
 
 from pathlock import dims
-from pathlock.build import Adaptation, SamplerName, register_family
+from pathlock.build import Adaptation, Backend, SamplerName, register_family
 from pathlock.errors import SpecError
 
 if TYPE_CHECKING:
@@ -956,6 +956,12 @@ class SamplerSpec:
         a low-rank correction learnt from the gradients, which follows a few
         strongly correlated directions but makes each leapfrog step about 3.6
         times dearer at T = 1000.
+    backend : {"numba", "jax"}
+        What nutpie compiles the model with; ignored by ``pymc``. ``"numba"``
+        (the default) samples fastest but compiles a new spec for about 100 s
+        the first time a machine sees it (seconds in every later process);
+        ``"jax"`` compiles in seconds every time and samples more slowly
+        (:func:`pathlock.compiled.compile_nutpie_jax`).
     """
 
     draws: int = 1000
@@ -964,8 +970,9 @@ class SamplerSpec:
     target_accept: float | None = None
     sampler: SamplerName = "nutpie"
     adaptation: Adaptation | None = None
+    backend: Backend = "numba"
 
-    _KEYS = ("draws", "tune", "chains", "target_accept", "sampler", "adaptation")
+    _KEYS = ("draws", "tune", "chains", "target_accept", "sampler", "adaptation", "backend")
 
     @classmethod
     def _parse(cls, raw: Any) -> SamplerSpec:
@@ -985,6 +992,7 @@ class SamplerSpec:
                 if "adaptation" in t.raw
                 else None
             ),
+            backend=t.choice("backend", get_args(Backend), "numba"),  # type: ignore[arg-type]
         )
 
     def _to_dict(self) -> dict[str, Any]:
@@ -1169,6 +1177,7 @@ class Spec:
         sampler = "nutpie"             # nutpie | pymc
         # adaptation = "draw_diag"     # draw_diag | diag | low_rank (nutpie's mass matrix);
                                        # default: diag below 500 steps, draw_diag from 500
+        # backend = "jax"              # numba | jax: what nutpie compiles with (default numba)
 
         [data]
         time = "time"
