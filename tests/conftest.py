@@ -23,5 +23,9 @@ def compilations(monkeypatch):
     monkeypatch.setattr(fit_module, "_COMPILED", type(fit_module._COMPILED)())
     compiled = []
     real = fit_module._compile
-    monkeypatch.setattr(fit_module, "_compile", lambda built: compiled.append(built) or real(built))
+    monkeypatch.setattr(
+        fit_module,
+        "_compile",
+        lambda built, *args: compiled.append(built) or real(built, *args),
+    )
     return compiled

@@ -257,3 +257,16 @@ def test_summary_timings_and_report_on_result(
     assert code == 2 and "nosuch" in err
     code, out, _ = run(["report", str(result_dir), "--force", "--quiet"], capsys)
     assert code == 0 and out.strip().endswith("report.html")
+
+
+def test_backend_option_reaches_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--backend`` is passed to ``fit`` as given and left out when not given
+    (the model file's ``[sampler] backend`` then decides); other values are usage
+    errors."""
+    parser = cli.build_parser()
+    for sub in (["run"], ["fit", SPEC, "--data", DEMO, "--out", "x"]):
+        chosen = parser.parse_args([*sub, "--backend", "jax"])
+        assert cli._sampler_kwargs(chosen)["backend"] == "jax"
+        assert "backend" not in cli._sampler_kwargs(parser.parse_args(sub))
+    code, _, err = run(["run", "--backend", "xla"], capsys)
+    assert code == 2 and "invalid choice: 'xla'" in err

@@ -172,7 +172,7 @@ def _read_data(spec: Any, csv: str, time_col: str | None, unit_col: str | None) 
 
 def _sampler_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in ("draws", "tune", "chains", "seed", "sampler"):
+    for name in ("draws", "tune", "chains", "seed", "sampler", "backend"):
         value = getattr(args, name, None)
         if value is not None:
             out[name] = value
@@ -551,6 +551,13 @@ def _sampling_options(
         choices=["nutpie", "pymc"],
         default=None,
         help="NUTS implementation (default nutpie)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["numba", "jax"],
+        default=None,
+        help="what nutpie compiles the model with (default: the model file's, else numba; "
+        "jax compiles in seconds, numba samples faster once compiled)",
     )
 
 

@@ -341,13 +341,17 @@ def fit(
         What nutpie compiles the model with (ignored by ``"pymc"``). Default:
         the spec's ``[sampler]`` value, else ``"numba"``. ``"numba"`` samples
         fastest, but the first fit of a spec on a machine compiles it for
-        about 100 s (about 5 s in every later process, from PyTensor's disk
-        cache; :mod:`pathlock.compiled`). ``"jax"`` compiles in about 2 s
-        every time and samples more slowly: at T = 1000 a first fit takes
-        less time in all than numba's cold one, at T = 200 a few times
-        longer than numba's warm one (benchmarks/README.md, "A JAX backend
-        for the first fit"). It needs jax (``pip install 'pathlock[jax]'``).
-        The two draw different samples for the same seed.
+        about a minute (about 5 s in every later process, from PyTensor's
+        disk cache; :mod:`pathlock.compiled`). ``"jax"`` compiles in about
+        2 s every time and samples more slowly. For the canonical model
+        (4 x 1000 + 1000, 2 cores) the first fit with empty caches took
+        94 s with numba and 64 s with jax at T = 1000, 83 s and 68 s at
+        T = 200; every later fit took 27-34 s with numba and 53 s with jax
+        at T = 1000, 11-19 s and 54 s at T = 200 (benchmarks/README.md, "A
+        JAX backend for the first fit"). So jax suits processes that start
+        with cold caches (fresh containers, CI, new workers); it needs jax
+        (``pip install 'pathlock[jax]'``). The two draw different samples
+        for the same seed.
     cores : int, optional
         Chains run in parallel on this many threads (default: as many as
         cores with numba; one per chain with jax, whose threads wait on the

@@ -958,10 +958,10 @@ class SamplerSpec:
         times dearer at T = 1000.
     backend : {"numba", "jax"}
         What nutpie compiles the model with; ignored by ``pymc``. ``"numba"``
-        (the default) samples fastest but compiles a new spec for about 100 s
-        the first time a machine sees it (seconds in every later process);
-        ``"jax"`` compiles in seconds every time and samples more slowly
-        (:func:`pathlock.compiled.compile_nutpie_jax`).
+        (the default) samples fastest but compiles a new spec for about a
+        minute the first time a machine sees it (seconds in every later
+        process); ``"jax"`` compiles in seconds every time and samples more
+        slowly (:func:`pathlock.fit.fit`'s ``backend`` has the numbers).
     """
 
     draws: int = 1000
