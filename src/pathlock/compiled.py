@@ -33,6 +33,9 @@ loads them from the disk cache computes, bit for bit.
 
 Where PyTensor has no cache key for a graph (``numba__cache`` off, or an Op
 without one) that graph gets nutpie's own callback, compiled as nutpie compiles it.
+
+:func:`compile_nutpie_jax` compiles for nutpie's JAX backend instead: no disk
+cache, a compile of seconds, slower sampling (``pathlock.fit``'s ``backend``).
 The wrappers' bodies follow nutpie's (``_make_c_logp_func``, ``_make_c_expand_func``)
 with the same return codes; their C signatures are taken from nutpie.
 """
@@ -136,9 +139,8 @@ def compile_nutpie_jax(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -
     100 us more than numba's at any series length (XLA's run time for some
     300 small operations: 135 against 60 us at T = 200, about equal at
     T = 1000), and nutpie calls it from Python (benchmarks/README.md, "A JAX
-    backend for the first fit"). The model's
-    dims are frozen into the compiled function (:func:`frozen`), its data
-    are arguments of it.
+    backend for the first fit"). The model's dims are frozen into the
+    compiled function (:func:`frozen`); its data are arguments of it.
 
     Parameters
     ----------

@@ -354,8 +354,9 @@ def fit(
         for the same seed.
     cores : int, optional
         Chains run in parallel on this many threads (default: as many as
-        cores with numba; one per chain with jax, whose threads wait on the
-        GIL between evaluations).
+        cores with numba; one per chain with jax, whose evaluations are
+        Python calls: with 4 threads on 2 cores a T = 1000 evaluation took
+        183 us of wall time, with 2 threads 216 us).
     progress : bool
         Show a progress bar.
     check : bool

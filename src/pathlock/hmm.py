@@ -842,7 +842,9 @@ def register_jax() -> None:
     forward recursion of :func:`forward_backward` in log space as a
     ``lax.scan`` per unit and takes the Op's auxiliary outputs (the gradients
     with respect to each input) from ``jax.value_and_grad`` of it, so the Op's
-    pullback is unchanged.
+    pullback is unchanged. Where the likelihood is exactly zero, the JAX
+    version returns a log-likelihood near -1e30 (:data:`_JAX_LOG_ZERO`)
+    where the numba kernel returns -inf; a sampler rejects either.
     """
     import jax
     import jax.numpy as jnp
