@@ -7,6 +7,7 @@ these tests exercise fit.py without depending on a real family's details.
 from __future__ import annotations
 
 import importlib
+import json
 import tomllib
 import warnings
 from dataclasses import dataclass
@@ -157,6 +158,17 @@ def test_save_load_round_trip(toy_fit, tmp_path):
     )
     np.testing.assert_array_equal(loaded.data.y, toy_fit.data.y)
     assert (loaded.data.time == toy_fit.data.time).all()
+    settings = json.loads(loaded.idata.sample_stats.attrs["pathlock_sampling"])
+    assert settings == {
+        "sampler": "nutpie",
+        "backend": "numba",
+        "draws": 150,
+        "tune": 150,
+        "chains": 2,
+        "seed": 1,
+        "target_accept": None,
+        "adaptation": "diag",
+    }
     with pytest.raises(ResultFileError, match="exists"):
         toy_fit.save(path)
 

@@ -9,6 +9,8 @@ the numba kernel in scaled probabilities).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytensor
 import pytest
@@ -193,6 +195,9 @@ def test_fit_with_the_jax_backend_gives_the_numba_layout_and_fits_new_data():
         for name in b.data_vars:
             assert a[name].dims == b[name].dims, name
     assert int(jax_fit.idata.sample_stats.diverging.sum()) <= 2
+    for result, backend in ((jax_fit, "jax"), (numba_fit, "numba")):
+        settings = json.loads(result.idata.sample_stats.attrs["pathlock_sampling"])
+        assert settings["backend"] == backend
     second = fit(spec, df2, backend="jax", **kwargs)
     path = second.idata.posterior["constraint"].mean(("chain", "draw")).values.ravel()
     assert np.corrcoef(path, truth2.constraint.ravel())[0, 1] > 0.9

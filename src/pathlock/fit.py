@@ -10,6 +10,7 @@ analysis lives in :mod:`pathlock.analysis`; ``Fit``'s methods delegate there.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
@@ -423,6 +424,20 @@ def fit(
         tree = _sample_pymc(built, draws, tune, chains, seed, target_accept, cores, progress)
 
     tree = _assemble(tree, prepared)
+    # What the draws depend on beyond the spec and the data: the backends, for
+    # one, draw different samples for the same seed.
+    tree["sample_stats"].attrs["pathlock_sampling"] = json.dumps(
+        {
+            "sampler": sampler,
+            "backend": backend if sampler == "nutpie" else None,
+            "draws": draws,
+            "tune": tune,
+            "chains": chains,
+            "seed": seed,
+            "target_accept": None if target_accept is None else float(target_accept),
+            "adaptation": adaptation if sampler == "nutpie" else None,
+        }
+    )
     result = Fit(idata=tree, spec=spec, data=prepared, built=built)
     fb = result.forward_backward()
     n_chains, n_draws = tree.posterior.sizes[dims.CHAIN], tree.posterior.sizes[dims.DRAW]
