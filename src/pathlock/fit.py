@@ -345,11 +345,11 @@ def fit(
         about a minute (about 5 s in every later process, from PyTensor's
         disk cache; :mod:`pathlock.compiled`). ``"jax"`` compiles in about
         2 s every time and samples more slowly. For the canonical model
-        (4 x 1000 + 1000, 2 cores) the first fit with empty caches took
-        94 s with numba and 64 s with jax at T = 1000, 83 s and 68 s at
-        T = 200; every later fit took 27-34 s with numba and 53 s with jax
-        at T = 1000, 11-19 s and 54 s at T = 200 (benchmarks/README.md, "A
-        JAX backend for the first fit"). So jax suits processes that start
+        (4 x 1000 + 1000, 2 cores, two runs) the first fit with empty
+        caches took 94-99 s with numba and 60-64 s with jax at T = 1000,
+        83-86 s and 68-71 s at T = 200; every later fit took 26-34 s with
+        numba and 53 s with jax at T = 1000, 11-19 s and 49-54 s at T = 200
+        (benchmarks/README.md, "A JAX backend for the first fit"). So jax suits processes that start
         with cold caches (fresh containers, CI, new workers); it needs jax
         (``pip install 'pathlock[jax]'``). The two draw different samples
         for the same seed.
