@@ -135,12 +135,11 @@ def compile_nutpie_jax(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -
     A cold numba compile of the decoupling model takes about a minute the
     first time a machine sees a spec (:func:`compile_nutpie` caches it on
     disk for every later process); JAX compiles the same log density and
-    gradient in about 2 s, every time. Each evaluation then costs about
-    100 us more than numba's at any series length (XLA's run time for some
-    300 small operations: 135 against 60 us at T = 200, about equal at
-    T = 1000), and nutpie calls it from Python (benchmarks/README.md, "A JAX
-    backend for the first fit"). The model's dims are frozen into the
-    compiled function (:func:`frozen`).
+    gradient in 1-3 s, every time. Each evaluation then costs more than
+    numba's (135 against 65 us at T = 200, 229-243 against 185 us at
+    T = 1000: XLA's fixed cost per call is the larger), and nutpie calls it
+    from Python (benchmarks/README.md, "A JAX backend for the first fit").
+    The model's dims are frozen into the compiled function (:func:`frozen`).
 
     Parameters
     ----------
