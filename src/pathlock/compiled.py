@@ -175,20 +175,11 @@ def compile_nutpie_jax(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -
         ) from None
     from nutpie import compile_pymc as cp
     from nutpie.compiled_pyfunc import from_pyfunc
-    from pymc.initial_point import make_initial_point_fn
 
     register_jax()
-    jitter = set(model.free_RVs) if jitter_rvs is None else set(jitter_rvs)
     # The starts come from the model as it is, symbolic initial values and all;
     # the frozen copy has none, and its values have the same names.
-    point_fn = cp._wrap_with_lock(
-        make_initial_point_fn(
-            model=model,
-            default_strategy="support_point",
-            jitter_rvs=jitter,
-            return_transformed=True,
-        )
-    )
+    point_fn = _initial_point_fn(model, jitter_rvs)
     fixed = frozen(model)
     n_dim, _, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = cp._make_functions(
         fixed,
@@ -316,18 +307,9 @@ def _compile_nutpie(
     import nutpie
     import pytensor
     from nutpie import compile_pymc as cp
-    from pymc.initial_point import make_initial_point_fn
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
 
-    jitter = set(model.free_RVs) if jitter_rvs is None else set(jitter_rvs)
-    point_fn = cp._wrap_with_lock(
-        make_initial_point_fn(
-            model=model,
-            default_strategy="support_point",
-            jitter_rvs=jitter,
-            return_transformed=True,
-        )
-    )
+    point_fn = _initial_point_fn(model, jitter_rvs)
     n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = _make_functions(
         model, point_fn, run_time_dims
     )
@@ -394,6 +376,22 @@ def _compile_nutpie(
         logp_func=logp_pt,
         expand_func=expand_pt,
         reparameterized_names=reparam,
+    )
+
+
+def _initial_point_fn(model: Any, jitter_rvs: Iterable[Any] | None) -> Any:
+    """The initial-point function nutpie takes: support points, ``jitter_rvs`` jittered."""
+    from nutpie import compile_pymc as cp
+    from pymc.initial_point import make_initial_point_fn
+
+    jitter = set(model.free_RVs) if jitter_rvs is None else set(jitter_rvs)
+    return cp._wrap_with_lock(
+        make_initial_point_fn(
+            model=model,
+            default_strategy="support_point",
+            jitter_rvs=jitter,
+            return_transformed=True,
+        )
     )
 
 
