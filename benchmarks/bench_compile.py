@@ -24,12 +24,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from _child import run_child
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,20 +70,6 @@ print(json.dumps({
 """
 
 
-def _run(n_steps: int, spec: Path, compiledir: Path) -> dict:
-    env = dict(os.environ)
-    flags = env.get("PYTENSOR_FLAGS", "")
-    env["PYTENSOR_FLAGS"] = ",".join(f for f in (flags, f"base_compiledir={compiledir}") if f)
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(n_steps), str(spec)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[200, 1000, 300, 1000])
@@ -100,7 +85,13 @@ def main() -> None:
         for i, n_steps in enumerate(args.steps):
             seen = sorted(set(args.steps[:i]))
             cache = "empty" if not seen else "holds T = " + ", ".join(map(str, seen))
-            rows.append((n_steps, cache, _run(n_steps, args.spec, compiledir)))
+            rows.append(
+                (
+                    n_steps,
+                    cache,
+                    run_child(_CHILD, [str(n_steps), str(args.spec)], compiledir=compiledir),
+                )
+            )
     first = rows[0][2]["compile_s"]
     print("| T | cache before the run | compile s | / first | callbacks loaded | gradient us |")
     print("|---|---|---|---|---|---|")

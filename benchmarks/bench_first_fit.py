@@ -26,12 +26,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from _child import run_child
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,21 +67,6 @@ print(json.dumps({"import_s": imported, "fits": rows}))
 """
 
 
-def _run(n_steps: int, backend: str, spec: Path, pytensor_dir: Path, numba_dir: Path) -> dict:
-    env = dict(os.environ)
-    flags = env.get("PYTENSOR_FLAGS", "")
-    env["PYTENSOR_FLAGS"] = ",".join(f for f in (flags, f"base_compiledir={pytensor_dir}") if f)
-    env["NUMBA_CACHE_DIR"] = str(numba_dir)
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(n_steps), backend, str(spec)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[1000, 200])
@@ -106,7 +90,12 @@ def main() -> None:
                 pytensor_dir, numba_dir = root / cache_set / "pytensor", root / cache_set / "numba"
                 pytensor_dir.mkdir(parents=True, exist_ok=True)
                 numba_dir.mkdir(parents=True, exist_ok=True)
-                r = _run(n_steps, backend, args.spec, pytensor_dir, numba_dir)
+                r = run_child(
+                    _CHILD,
+                    [str(n_steps), backend, str(args.spec)],
+                    compiledir=pytensor_dir,
+                    numba_cache_dir=numba_dir,
+                )
                 first, second = r["fits"]
                 print(
                     f"| {n_steps} | {backend} | {caches} | {r['import_s']:.1f} "
