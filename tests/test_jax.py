@@ -237,3 +237,37 @@ def test_backend_errors_name_the_argument_and_the_choices(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)
     with pytest.raises(PathlockError, match=r"pip install 'pathlock\[jax\]'"):
         compile_nutpie_jax(_model(spec, n_steps=20))
+
+
+_DISPATCH_CHILD = """
+import jax
+from jax._src.xla_bridge import _CPU_ENABLE_ASYNC_DISPATCH as flag
+from pathlock.compiled import _prefer_synchronous_cpu_dispatch
+if {initialise}:
+    jax.numpy.ones(1)
+_prefer_synchronous_cpu_dispatch(jax)
+print(flag.value)
+"""
+
+
+@pytest.mark.parametrize(
+    ("initialise", "env", "expected"),
+    [
+        (False, None, "False"),  # pathlock's choice: the sampler waits on every call
+        (True, None, "True"),  # a client already exists; the flag would not reach it
+        (False, "1", "True"),  # the user chose in the environment
+    ],
+)
+def test_jax_dispatch_is_synchronous_unless_jax_or_the_user_decided(initialise, env, expected):
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "JAX_CPU_ENABLE_ASYNC_DISPATCH"}
+    if env is not None:
+        environ["JAX_CPU_ENABLE_ASYNC_DISPATCH"] = env
+    code = _DISPATCH_CHILD.format(initialise=initialise)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == expected

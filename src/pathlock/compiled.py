@@ -176,6 +176,7 @@ def compile_nutpie_jax(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -
     from nutpie import compile_pymc as cp
     from nutpie.compiled_pyfunc import from_pyfunc
 
+    _prefer_synchronous_cpu_dispatch(jax)
     register_jax()
     # The starts come from the model as it is, symbolic initial values and all;
     # the frozen copy has none, and its values have the same names.
@@ -233,6 +234,29 @@ def compile_nutpie_jax(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -
         make_initial_point_fn=initial_point_fn,
         reparameterized_names=reparam,
     )
+
+
+def _prefer_synchronous_cpu_dispatch(jax: Any) -> None:
+    """Run JAX's CPU computations in the calling thread, unless the user chose.
+
+    nutpie calls the log density from one thread per chain and waits for each
+    result; JAX's default hands every call to another thread and back. At
+    T = 1000 on 2 cores (4 x 300 + 300, four threads) a call took 150-169 us
+    of wall time in the calling thread against 182-219 us dispatched
+    (benchmarks/README.md, "Synchronous dispatch"). The flag is read once, when
+    JAX creates its CPU client, so it is set only if no backend exists yet, and
+    never where ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` is in the environment.
+    """
+    import os
+
+    if "JAX_CPU_ENABLE_ASYNC_DISPATCH" in os.environ:
+        return
+    try:
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:  # pragma: no cover - a jax without it
+        return
+    if not backends_are_initialized():
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
 def register_jax() -> None:
