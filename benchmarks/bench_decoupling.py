@@ -2,12 +2,12 @@
 
 Simulates the canonical model (ratchet, one indicator, one feedback signal,
 tracking -> decoupled absorbing with a constraint-driven hazard) at each
-requested length, fits it with ``pathlock.fit`` (nutpie, numba backend, the
-spec's parameterisation) and with numpyro (textbook non-centred increments,
-``lax.scan`` forward algorithm, NUTS), and prints wall time (compile
-included), minimum bulk ESS over the scalar parameters, ESS per second,
-divergences and maximum R-hat for both, then the bulk ESS of each scalar
-parameter (the smallest over its entries).
+requested length, fits it with ``pathlock.fit`` (nutpie, the numba backend
+unless ``--backend jax``, the spec's parameterisation) and with numpyro
+(textbook non-centred increments, ``lax.scan`` forward algorithm, NUTS), and
+prints wall time (compile included), minimum bulk ESS over the scalar
+parameters, ESS per second, divergences and maximum R-hat for both, then the
+bulk ESS of each scalar parameter (the smallest over its entries).
 
 Usage::
 
@@ -15,11 +15,12 @@ Usage::
     python benchmarks/bench_decoupling.py --steps 200 --draws 200 --tune 200
     python benchmarks/bench_decoupling.py --parameterization noncentered --adaptation diag
     python benchmarks/bench_decoupling.py --steps 60 --refits 3 --skip-numpyro
+    python benchmarks/bench_decoupling.py --steps 1000 --backend jax --skip-numpyro
 
-``--refits N`` then fits N more simulated data sets of the same length: the
-compiled model is reused (``pathlock.fit`` swaps the data in), so their wall
-time is sampling and analysis only; the table gives each (data seeds 2, 3, ...)
-and their median.
+``--refits N`` then fits N more simulated data sets of the same length: with
+numba the compiled model is reused (``pathlock.fit`` swaps the data in), so
+their wall time is sampling and analysis only (JAX compiles each again); the
+table gives each (data seeds 2, 3, ...) and their median.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def run_pathlock(df, args, seed=1):
         seed=seed,
         adaptation=args.adaptation,
         target_accept=args.target_accept,
+        backend=args.backend,
     )
     wall = time.perf_counter() - t0
     tree = res.idata
@@ -188,7 +190,7 @@ def run_numpyro(df, args):
 
 
 def main() -> None:
-    from pathlock.fit import ADAPTATIONS
+    from pathlock.fit import ADAPTATIONS, BACKENDS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[200, 1000])
@@ -214,6 +216,7 @@ def main() -> None:
         help="fit the first data set with each seed (compiled model reused after the first)",
     )
     parser.add_argument("--skip-numpyro", action="store_true")
+    parser.add_argument("--backend", default="numba", choices=BACKENDS)
     parser.add_argument(
         "--refits", type=int, default=0, help="more data sets per length, compiled model reused"
     )
@@ -228,15 +231,18 @@ def main() -> None:
     }
     for n_steps, df in datasets.items():
         for k, fit_seed in enumerate(args.fit_seeds):
-            label = "pathlock/" + args.parameterization
-            label += f" seed {fit_seed}" + (" (reused)" if k else "")
+            label = f"pathlock/{args.parameterization}/{args.backend}"
+            # JAX compiles every fit again (seconds); only numba's compile is reused.
+            reused = k and args.backend == "numba"
+            label += f" seed {fit_seed}" + (" (reused)" if reused else "")
             rows.append((label, n_steps, run_pathlock(df, args, fit_seed)))
         refits = []
         for s in range(2, 2 + args.refits):
             df_s = simulate(_spec(args.parameterization), n_steps=n_steps, seed=s)[0]
             refits.append(run_pathlock(df_s, args, s))
             # Each data set has its own row: a median would hide the divergent ones.
-            rows.append((f"  data seed {s} (reused)", n_steps, refits[-1]))
+            suffix = " (reused)" if args.backend == "numba" else ""
+            rows.append((f"  data seed {s}{suffix}", n_steps, refits[-1]))
         if refits:
             median = {
                 k: float(np.median([r[k] for r in refits]))

@@ -141,6 +141,11 @@ def compile_nutpie_jax(model: Any, *, jitter_rvs: Iterable[Any] | None = None) -
     from Python (benchmarks/README.md, "A JAX backend for the first fit").
     The model's dims are frozen into the compiled function (:func:`frozen`).
 
+    If JAX has not created its CPU client yet, this turns its asynchronous
+    CPU dispatch off for the process (``jax_cpu_enable_async_dispatch``),
+    which cut a fit at T = 1000 from 53-61 s to 44-53 s; set
+    ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` in the environment to keep your own.
+
     Parameters
     ----------
     model
@@ -241,11 +246,12 @@ def _prefer_synchronous_cpu_dispatch(jax: Any) -> None:
 
     nutpie calls the log density from one thread per chain and waits for each
     result; JAX's default hands every call to another thread and back. At
-    T = 1000 on 2 cores (4 x 300 + 300, four threads) a call took 150-169 us
-    of wall time in the calling thread against 182-219 us dispatched
-    (benchmarks/README.md, "Synchronous dispatch"). The flag is read once, when
-    JAX creates its CPU client, so it is set only if no backend exists yet, and
-    never where ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` is in the environment.
+    T = 1000 on 2 cores (4 x 300 + 300, four threads) a call took 138-169 us
+    of wall time in the calling thread against 170-219 us dispatched
+    (benchmarks/README.md, "Synchronous JAX dispatch"). The flag is read once,
+    when JAX creates its CPU client, so it is set only if no backend exists
+    yet, and never where ``JAX_CPU_ENABLE_ASYNC_DISPATCH`` is in the
+    environment.
     """
     import os
 

@@ -345,19 +345,20 @@ def fit(
         about a minute (about 5 s in every later process, from PyTensor's
         disk cache; :mod:`pathlock.compiled`). ``"jax"`` compiles in about
         2 s every time and samples more slowly. For the canonical model
-        (4 x 1000 + 1000, 2 cores, two runs) the first fit with empty
-        caches took 94-99 s with numba and 60-64 s with jax at T = 1000,
-        83-86 s and 68-71 s at T = 200; every later fit took 26-34 s with
-        numba and 53 s with jax at T = 1000, 11-19 s and 49-54 s at T = 200
-        (benchmarks/README.md, "A JAX backend for the first fit"). So jax suits processes that start
-        with cold caches (fresh containers, CI, new workers); it needs jax
-        (``pip install 'pathlock[jax]'``). The two draw different samples
-        for the same seed.
+        (4 x 1000 + 1000, 2 cores) the first fit with empty caches took
+        97 s with numba and 49 s with jax at T = 1000, 81 s and 50 s at
+        T = 200; a later fit took 27-34 s with numba and 44 s with jax at
+        T = 1000, 11-19 s and 38 s at T = 200 (benchmarks/README.md,
+        "Synchronous JAX dispatch"). So jax suits processes that start with
+        cold caches (fresh containers, CI, new workers); it needs jax
+        (``pip install 'pathlock[jax]'``) and turns JAX's asynchronous CPU
+        dispatch off (:func:`pathlock.compiled.compile_nutpie_jax`). The
+        two draw different samples for the same seed.
     cores : int, optional
         Chains run in parallel on this many threads (default: as many as
         cores with numba; one per chain with jax, whose evaluations are
         Python calls: with 4 threads on 2 cores a T = 1000 evaluation took
-        183 us of wall time, with 2 threads 216 us).
+        138-169 us of wall time, with 2 threads 157-170 us).
     progress : bool
         Show a progress bar.
     check : bool
