@@ -387,8 +387,8 @@ def _forward_backward(log_init, log_trans, log_emit):  # pragma: no cover
         if n_steps > 1:
             _backward_unit(lt, filt[u], pred, smooth[u], pair[u], dummy)
         else:
-            # A loop, not smooth[u] = filt[u]: numba's array assignment costs
-            # about 3 s of a cold compile (its shape-mismatch error path).
+            # A loop, not smooth[u] = filt[u]: numba's array assignment (with
+            # its shape-mismatch error path) added 2 s to a cold compile.
             for j in range(k):
                 smooth[u, 0, j] = filt[u, 0, j]
     return logc, filt, smooth, pair
