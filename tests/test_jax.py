@@ -9,6 +9,7 @@ the numba kernel in scaled probabilities).
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -23,7 +24,7 @@ from pathlock.data import from_dataframe  # noqa: E402
 from pathlock.errors import PathlockError  # noqa: E402
 from pathlock.fit import fit  # noqa: E402
 from pathlock.msreg import MarkovSwitching  # noqa: E402
-from pathlock.processes import linear_recurrence  # noqa: E402
+from pathlock.processes import PROCESSES, linear_recurrence  # noqa: E402
 from pathlock.simulate import simulate  # noqa: E402
 from pathlock.spec import ConstraintSpec, RegimeSpec, SeriesSpec, Spec, UnitSpec  # noqa: E402
 
@@ -69,12 +70,8 @@ def _assert_same_density(model, seed=0):
             np.testing.assert_allclose(np.asarray(g), w, rtol=RTOL, atol=1e-9, err_msg=name)
 
 
-COMBOS = [
-    (process, n_regimes, structure)
-    for process in ("ratchet", "hysteresis", "random_walk", "ar1")
-    for n_regimes in (2, 3)
-    for structure in ("absorbing", "sticky")
-]
+# Every process pathlock defines, with 2 and 3 regimes, absorbing and not.
+COMBOS = list(itertools.product(PROCESSES, (2, 3), ("absorbing", "sticky")))
 
 
 @pytest.mark.parametrize(("process", "n_regimes", "structure"), COMBOS)
